@@ -1,0 +1,2 @@
+"""TEI-compatible embedding server."""
+__version__ = "0.1.0"

@@ -1,0 +1,138 @@
+"""`text-embeddings-router`: TEI's flags and environment variables → Settings → serve."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from . import __version__
+from .settings import Settings, default_tokenization_workers
+
+_FALSE = {"false", "0", "no", "off", "n", "f", ""}
+NOT_YET = "(accepted for TEI compatibility; not implemented yet)"
+
+
+def _bool(value: str) -> bool:
+    return value.strip().lower() not in _FALSE
+
+
+def _hf_token_from_file() -> str | None:
+    home = os.environ.get("HF_HOME") or os.path.join(os.path.expanduser("~"), ".cache", "huggingface")
+    path = os.path.join(home, "token")
+    if os.path.isfile(path):
+        return open(path, encoding="utf-8").read().strip() or None
+    return None
+
+
+class _EnvDefaults(argparse.ArgumentParser):
+    """Each flag also reads the upper-snake-case environment variable named after it; the flag wins."""
+
+    def add(self, *flags: str, env: str | None = None, **kwargs):
+        dest = flags[-1].lstrip("-").replace("-", "_")
+        env = env or dest.upper()
+        kwargs.setdefault("dest", dest)
+        if env in os.environ:
+            raw = os.environ[env]
+            if kwargs.get("action") == "store_true":
+                kwargs["default"] = _bool(raw)
+            elif kwargs.get("action") == "append":
+                kwargs["default"] = [v for v in raw.split(",") if v]
+            else:
+                conv = kwargs.get("type", str)
+                kwargs["default"] = conv(raw)
+        help_text = kwargs.get("help", "")
+        kwargs["help"] = f"{help_text} [env: {env}]".strip()
+        return self.add_argument(*flags, **kwargs)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _EnvDefaults(prog="text-embeddings-router", description="Text Embedding Webserver")
+    p.add_argument("-V", "--version", action="version", version=f"text-embeddings-router {__version__}")
+    p.add("--model-id", help="Hub model id or local folder. Default: the bundled all-MiniLM-L6-v2")
+    p.add("--revision", help="Hub revision (branch, tag or commit), e.g. refs/pr/2")
+    p.add("--tokenization-workers", type=int, default=default_tokenization_workers(),
+          help="Number of tokenizer threads")
+    p.add("--dtype", choices=["float32", "float16", "bfloat16"],
+          help="Model dtype. Default: float16 on CUDA/NPU, float32 on CPU/MPS")
+    p.add("--served-model-name", help="Model name reported by /info and the OpenAI route")
+    p.add("--pooling", choices=["cls", "mean", "splade", "last-token", "last_token"],
+          help="Override the sentence-transformers pooling")
+    p.add("--max-concurrent-requests", type=int, default=512,
+          help="Maximum number of concurrent items; more gets 429")
+    p.add("--max-batch-tokens", type=int, default=16384, help="Token budget of one forward pass")
+    p.add("--max-batch-requests", type=int, help="Maximum number of sequences in one forward pass")
+    p.add("--max-client-batch-size", type=int, default=32, help="Maximum number of inputs in one request")
+    p.add("--auto-truncate", nargs="?", const=True, default=True, type=_bool,
+          help="Truncate inputs longer than the model's limit when a request does not say (default true)")
+    p.add("--default-prompt-name", help="Prompt from config_sentence_transformers.json to prepend by default")
+    p.add("--default-prompt", help="Prompt text to prepend by default")
+    p.add("--dense-path", help=f"Dense module folder override {NOT_YET}")
+    p.add("--hf-token", help="Hugging Face Hub token (falls back to $HF_HOME/token)")
+    p.add("--hf-api-token", help=argparse.SUPPRESS)
+    p.add("--hostname", default="0.0.0.0", help="IP address to listen on")
+    p.add("-p", "--port", type=int, default=3000, help="Port to listen on")
+    p.add("--uds-path", default="/tmp/text-embeddings-inference-server",
+          help="Unix socket of TEI's Python backend (unused: this server is Python)")
+    p.add("--huggingface-hub-cache", help="Hugging Face cache folder for downloads")
+    p.add("--payload-limit", type=int, default=2_000_000, help=f"Maximum request body in bytes {NOT_YET}")
+    p.add("--api-key", help=f"Require `Authorization: Bearer <key>` {NOT_YET}")
+    p.add("--json-output", action="store_true", help="Log as JSON lines")
+    p.add("--disable-spans", action="store_true", help=f"Omit span fields from JSON logs {NOT_YET}")
+    p.add("--otlp-endpoint", help=f"OpenTelemetry OTLP/gRPC endpoint {NOT_YET}")
+    p.add("--otlp-service-name", default="text-embeddings-inference.server", help="OpenTelemetry service.name")
+    p.add("--prometheus-port", type=int, default=9000, help=f"Separate Prometheus port {NOT_YET}")
+    p.add("--cors-allow-origin", action="append", help=f"Allowed CORS origin, repeatable {NOT_YET}")
+    p.add("--device", help="auto (default), cpu, cuda, cuda:N, npu, npu:N or mps")
+    return p
+
+
+def parse_settings(argv: list[str] | None = None) -> Settings:
+    args = build_parser().parse_args(argv)
+    hostname = args.hostname
+    try:
+        import ipaddress
+
+        ipaddress.ip_address(hostname)
+    except ValueError:
+        # TEI parses --hostname as an IP; Docker sets HOSTNAME to a container name, so fall back.
+        hostname = "0.0.0.0"
+    return Settings(
+        model_id=args.model_id or None,
+        revision=args.revision,
+        tokenization_workers=max(1, args.tokenization_workers),
+        dtype=args.dtype,
+        served_model_name=args.served_model_name,
+        pooling=args.pooling,
+        max_concurrent_requests=args.max_concurrent_requests,
+        max_batch_tokens=args.max_batch_tokens,
+        max_batch_requests=args.max_batch_requests,
+        max_client_batch_size=args.max_client_batch_size,
+        auto_truncate=bool(args.auto_truncate),
+        default_prompt_name=args.default_prompt_name,
+        default_prompt=args.default_prompt,
+        dense_path=args.dense_path,
+        hf_token=args.hf_token or args.hf_api_token or _hf_token_from_file(),
+        hostname=hostname,
+        port=args.port,
+        uds_path=args.uds_path,
+        huggingface_hub_cache=args.huggingface_hub_cache,
+        payload_limit=args.payload_limit,
+        api_key=args.api_key or None,
+        json_output=args.json_output,
+        disable_spans=args.disable_spans,
+        otlp_endpoint=args.otlp_endpoint,
+        otlp_service_name=args.otlp_service_name,
+        prometheus_port=args.prometheus_port,
+        cors_allow_origin=tuple(args.cors_allow_origin) if args.cors_allow_origin else None,
+        device=args.device,
+        log_level=os.environ.get("LOG_LEVEL", "info"),
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    settings = parse_settings(argv)
+    if settings.default_prompt and settings.default_prompt_name:
+        sys.exit("error: --default-prompt and --default-prompt-name cannot be used together")
+    from .app import run
+
+    sys.exit(run(settings))

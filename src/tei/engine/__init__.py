@@ -1,0 +1,1 @@
+"""Requests → tokens → token-budget batches → model → per-caller results. Knows nothing about HTTP."""

@@ -1,0 +1,246 @@
+"""The Engine: request-level operations (embed, predict, rerank, tokenize, decode) over the batcher."""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+from typing import Sequence
+
+import numpy as np
+
+from ..models.loader import Model
+from ..models.spec import ModelSpec
+from .batcher import EMBED, EMBED_ALL, PREDICT, Batcher, Job
+from .errors import BatchTooLarge, EmptyInput, Overloaded, ValidationError, WrongModelType
+from .tokenization import Encoded, Input, TokenizeOptions, TokenizerPool
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class EngineConfig:
+    max_concurrent_requests: int = 512
+    max_batch_tokens: int = 16384
+    max_batch_requests: int | None = None
+    max_client_batch_size: int = 32
+    auto_truncate: bool = True
+    tokenization_workers: int = 1
+    default_prompt: str | None = None
+    default_prompt_name: str | None = None
+
+
+@dataclasses.dataclass
+class Usage:
+    """What TEI reports in x-compute-* headers and gRPC Metadata. Times in seconds, means per item."""
+
+    chars: int = 0
+    tokens: int = 0
+    tokenization_time: float = 0.0
+    queue_time: float = 0.0
+    inference_time: float = 0.0
+    total_time: float = 0.0
+
+
+@dataclasses.dataclass
+class Result:
+    values: object  # np.ndarray [n, D] / [n, C], or list of arrays (embed_all)
+    usage: Usage
+
+
+class Engine:
+    def __init__(self, spec: ModelSpec, model: Model, tokenizer_json: str, config: EngineConfig):
+        self.spec = spec
+        self.model = model
+        self.config = config
+        self.max_input_length = spec.max_input_length
+        if self.max_input_length > config.max_batch_tokens:
+            if not config.auto_truncate:
+                raise ValueError(
+                    f"`max_input_length` ({self.max_input_length}) must be <= `max_batch_tokens` "
+                    f"({config.max_batch_tokens}); set --auto-truncate or raise --max-batch-tokens."
+                )
+            log.warning("Capping max_input_length at max_batch_tokens=%d", config.max_batch_tokens)
+            self.max_input_length = config.max_batch_tokens
+        self.default_prompt = self._resolve_default_prompt()
+        self.tokenizers = TokenizerPool(tokenizer_json, config.tokenization_workers, self.max_input_length)
+        self.batcher = Batcher(model, config.max_batch_tokens, config.max_batch_requests)
+        self._permits = config.max_concurrent_requests
+
+    # ---- lifecycle --------------------------------------------------------------------------
+
+    def _resolve_default_prompt(self) -> str | None:
+        cfg = self.config
+        if cfg.default_prompt is not None:
+            return cfg.default_prompt
+        name = cfg.default_prompt_name or None
+        if name is None:
+            return None
+        if name not in self.spec.prompts:
+            raise ValueError(
+                f"--default-prompt-name `{name}` is not in config_sentence_transformers.json "
+                f"(available: {sorted(self.spec.prompts)})"
+            )
+        return self.spec.prompts[name]
+
+    def warmup(self) -> None:
+        """One forward pass at full batch size, as TEI does: an out-of-memory shows up at start-up."""
+        length = min(self.max_input_length, self.config.max_batch_tokens)
+        count = max(1, min(self.config.max_batch_tokens // length, self.config.max_batch_requests or 1 << 30, 64))
+        ids = np.full(length * count, 100, dtype=np.int32)
+        self.model.forward(self.model.make_batch(ids, np.zeros_like(ids), [length] * count))
+
+    def close(self) -> None:
+        self.batcher.stop()
+        self.tokenizers.shutdown()
+
+    @property
+    def in_flight(self) -> int:
+        return self.config.max_concurrent_requests - self._permits
+
+    # ---- shared plumbing --------------------------------------------------------------------
+
+    def _check_batch(self, n: int) -> None:
+        if n == 0:
+            raise EmptyInput("`inputs` cannot be empty")
+        if n > self.config.max_client_batch_size:
+            raise BatchTooLarge(n, self.config.max_client_batch_size)
+
+    def _prompt(self, prompt_name: str | None) -> str | None:
+        if prompt_name is None:
+            return self.default_prompt
+        if prompt_name not in self.spec.prompts:
+            if not self.spec.prompts:
+                raise ValidationError(f"`prompt_name` `{prompt_name}` was given but the model has no prompts")
+            raise ValidationError(
+                f"`prompt_name` `{prompt_name}` was not found. Available prompts: {sorted(self.spec.prompts)}"
+            )
+        return self.spec.prompts[prompt_name]
+
+    def _truncate(self, truncate: bool | None) -> bool:
+        return self.config.auto_truncate if truncate is None else truncate
+
+    async def _run(self, kind: str, inputs: Sequence[Input], opts: TokenizeOptions) -> Result:
+        """Admit, tokenize, queue, wait: the path every model call takes."""
+        start = time.perf_counter()
+        n = len(inputs)
+        if n > self._permits:
+            raise Overloaded()
+        self._permits -= n
+        try:
+            encoded = await self.tokenizers.run(self.tokenizers.encode, inputs, opts)
+            tokenized = time.perf_counter()
+            loop = asyncio.get_running_loop()
+            job = Job(kind=kind, n=n, loop=loop, future=loop.create_future())
+            if kind == EMBED:
+                job.output = np.empty((n, self.model.output_size), dtype=np.float32)
+            elif kind == PREDICT:
+                job.output = np.empty((n, max(1, self.spec.num_labels)), dtype=np.float32)
+            else:
+                job.output = [None] * n
+            self.batcher.submit(job, encoded)
+            await job.future
+        finally:
+            self._permits += n
+        usage = Usage(
+            chars=sum(e.chars for e in encoded),
+            tokens=sum(len(e.ids) for e in encoded),
+            tokenization_time=tokenized - start,
+            queue_time=job.queue_time / n,
+            inference_time=job.inference_time / n,
+            total_time=time.perf_counter() - start,
+        )
+        return Result(job.output, usage)
+
+    def _require(self, *kinds: str, message: str) -> None:
+        if self.spec.kind not in kinds:
+            raise WrongModelType(message)
+
+    # ---- operations -------------------------------------------------------------------------
+
+    async def embed(
+        self,
+        inputs: Sequence[Input],
+        truncate: bool | None = None,
+        truncation_direction: str = "right",
+        prompt_name: str | None = None,
+        normalize: bool = True,
+        dimensions: int | None = None,
+    ) -> Result:
+        self._require("embedding", message="Model is not an embedding model")
+        self._check_batch(len(inputs))
+        if dimensions is not None:
+            if dimensions <= 0:
+                raise ValidationError("`dimensions` should be positive")
+            if dimensions > self.model.output_size:
+                raise ValidationError(
+                    f"`dimensions` should be smaller than the maximum embedding dimension ({self.model.output_size})."
+                )
+        opts = TokenizeOptions(self._truncate(truncate), truncation_direction, self._prompt(prompt_name))
+        result = await self._run(EMBED, inputs, opts)
+        vectors = result.values
+        if dimensions is not None:
+            vectors = np.ascontiguousarray(vectors[:, :dimensions])
+        if normalize:
+            norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+            np.maximum(norms, 1e-12, out=norms)
+            vectors = vectors / norms
+        result.values = vectors
+        return result
+
+    async def embed_all(
+        self,
+        inputs: Sequence[Input],
+        truncate: bool | None = None,
+        truncation_direction: str = "right",
+        prompt_name: str | None = None,
+    ) -> Result:
+        self._require("embedding", message="Model is not an embedding model")
+        self._check_batch(len(inputs))
+        opts = TokenizeOptions(self._truncate(truncate), truncation_direction, self._prompt(prompt_name))
+        return await self._run(EMBED_ALL, inputs, opts)
+
+    async def classify(
+        self,
+        inputs: Sequence[Input],
+        truncate: bool | None = None,
+        truncation_direction: str = "right",
+        pair_strategy: str = "longest_first",
+    ) -> Result:
+        """Raw logits [n, num_labels] for single texts or (first, second) pairs."""
+        self._require("classifier", "reranker", message="Model is not a classifier model")
+        opts = TokenizeOptions(
+            self._truncate(truncate), truncation_direction, self.default_prompt, pair_strategy=pair_strategy
+        )
+        return await self._run(PREDICT, inputs, opts)
+
+    async def tokenize(self, texts: Sequence[str], add_special_tokens: bool = True, prompt_name: str | None = None):
+        self._check_batch(len(texts))
+        prompt = self._prompt(prompt_name)
+        return await self.tokenizers.run(self.tokenizers.tokenize, texts, add_special_tokens, prompt)
+
+    async def decode(self, batches: Sequence[Sequence[int]], skip_special_tokens: bool = True) -> list[str]:
+        self._check_batch(len(batches))
+        for ids in batches:
+            if not ids:
+                raise EmptyInput("`ids` cannot be empty")
+        return await self.tokenizers.run(self.tokenizers.decode, batches, skip_special_tokens)
+
+    async def health(self, timeout: float = 30.0) -> bool:
+        """A real forward of one tiny sequence through the queue."""
+        tok = self.tokenizers.main
+        ids = tok.encode("a", add_special_tokens=True).ids[:2] or [0]
+        loop = asyncio.get_running_loop()
+        kind = EMBED if self.spec.kind == "embedding" else PREDICT
+        job = Job(kind=kind, n=1, loop=loop, future=loop.create_future())
+        width = self.model.output_size if kind == EMBED else max(1, self.spec.num_labels)
+        job.output = np.empty((1, width), dtype=np.float32)
+
+        ids_arr = np.asarray(ids, dtype=np.int32)
+        enc = Encoded(ids_arr, np.zeros_like(ids_arr), 0)
+        self.batcher.submit(job, [enc])
+        try:
+            await asyncio.wait_for(job.future, timeout)
+        except Exception:
+            return False
+        return bool(np.isfinite(job.output).all())

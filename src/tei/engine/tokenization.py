@@ -1,0 +1,214 @@
+"""Tokenization in a worker pool: prompts, character limits, truncation, pairs and token-id inputs.
+
+`tokenizers` releases the GIL inside `encode_batch`, so tokenizing one request overlaps the model
+running another. Each worker thread owns a tokenizer copy because truncation is tokenizer state.
+"""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Sequence, Union
+
+import numpy as np
+from tokenizers import Tokenizer
+
+from .errors import EmptyInput, TokenizerError, ValidationError
+
+# One input: text, token ids, or a (first, second) pair for cross-encoders.
+Input = Union[str, list, tuple]
+
+CHARS_PER_TOKEN_LIMIT = 250  # TEI: an input may have at most max_input_length × 250 characters
+
+
+@dataclasses.dataclass
+class Encoded:
+    ids: np.ndarray  # int32 [n]
+    type_ids: np.ndarray  # int32 [n]
+    chars: int
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenizeOptions:
+    truncate: bool
+    direction: str = "right"  # "right" | "left"
+    prompt: str | None = None
+    # For pairs: "only_second" cuts the document, never the query (falls back when the query alone is too long).
+    pair_strategy: str = "longest_first"
+
+
+class TokenizerPool:
+    def __init__(self, tokenizer_json: str, workers: int, max_input_length: int):
+        self._json = tokenizer_json
+        self._local = threading.local()
+        self.max_input_length = max_input_length
+        self.max_chars = max_input_length * CHARS_PER_TOKEN_LIMIT
+        self.executor = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="tokenizer")
+        self.main = self._fresh()  # for cheap calls made from the event loop (vocab lookups)
+
+    def _fresh(self) -> Tokenizer:
+        tok = Tokenizer.from_str(self._json)
+        tok.no_padding()
+        tok.no_truncation()
+        return tok
+
+    def _tokenizer(self) -> Tokenizer:
+        tok = getattr(self._local, "tok", None)
+        if tok is None:
+            tok = self._local.tok = self._fresh()
+        return tok
+
+    async def run(self, fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+
+    def shutdown(self) -> None:
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+    # ---- encode -------------------------------------------------------------------------------
+
+    def encode(self, inputs: Sequence[Input], opts: TokenizeOptions) -> list[Encoded]:
+        """Runs on a worker thread. Raises EngineError subclasses for bad input."""
+        tok = self._tokenizer()
+        texts: list = []
+        chars: list[int] = []
+        for item in inputs:
+            text, n = self._prepare(tok, item, opts)
+            texts.append(text)
+            chars.append(n)
+        pairs = any(isinstance(t, tuple) for t in texts)
+        limit = self.max_input_length
+        try:
+            if opts.truncate:
+                strategy = opts.pair_strategy if pairs else "longest_first"
+                tok.enable_truncation(limit, strategy=strategy, direction=opts.direction)
+            else:
+                tok.no_truncation()
+            encodings = self._encode_grouped(tok, texts)
+        except Exception as exc:  # tokenizers raises plain Exceptions
+            if not (opts.truncate and pairs and opts.pair_strategy != "longest_first"):
+                raise TokenizerError(str(exc)) from None
+            # The query alone exceeds the limit: cutting only the document cannot help.
+            tok.enable_truncation(limit, strategy="longest_first", direction=opts.direction)
+            try:
+                encodings = self._encode_grouped(tok, texts)
+            except Exception as exc2:
+                raise TokenizerError(str(exc2)) from None
+        out = []
+        for enc, n in zip(encodings, chars):
+            ids = np.asarray(enc.ids, dtype=np.int32)
+            if len(ids) > limit:
+                raise ValidationError(f"`inputs` must have less than {limit} tokens. Given: {len(ids)}")
+            if len(ids) == 0:
+                raise EmptyInput("`inputs` cannot be empty")
+            out.append(Encoded(ids, np.asarray(enc.type_ids, dtype=np.int32), n))
+        return out
+
+    @staticmethod
+    def _encode_grouped(tok: Tokenizer, texts: list) -> list:
+        """Text recovered from token ids already has its special tokens: encode it without adding more."""
+        if not any(isinstance(t, _Ids) for t in texts):
+            return tok.encode_batch(texts, add_special_tokens=True)
+        out: list = [None] * len(texts)
+        for from_ids in (False, True):
+            idx = [i for i, t in enumerate(texts) if isinstance(t, _Ids) == from_ids]
+            if idx:
+                encs = tok.encode_batch([str(texts[i]) for i in idx], add_special_tokens=not from_ids)
+                for i, e in zip(idx, encs):
+                    out[i] = e
+        return out
+
+    def _prepare(self, tok: Tokenizer, item: Input, opts: TokenizeOptions):
+        """Apply the character limit and prompt; turn token ids back into text as TEI does."""
+        if isinstance(item, tuple):
+            first, second = item
+            if not first and not second:
+                raise EmptyInput("`inputs` cannot be empty")
+            if opts.prompt:
+                raise ValidationError("`prompt_name` cannot be set with dual inputs")
+            n = len(first) + len(second)
+            if n > self.max_chars:
+                if not opts.truncate:
+                    raise self._too_many_chars(n)
+                half = self.max_chars // 2
+                first, second = first[:half], second[:half]
+            return (first, second), n
+        if isinstance(item, list):  # token ids
+            if not item:
+                raise EmptyInput("`inputs` cannot be empty")
+            vocab = tok.get_vocab_size(with_added_tokens=True)
+            if any((not isinstance(i, int)) or i < 0 or i >= vocab for i in item):
+                raise ValidationError(f"token ids must be integers in [0, {vocab})")
+            n = len(item)
+            if n > self.max_chars and not opts.truncate:
+                raise self._too_many_chars(n)
+            if opts.prompt:
+                return opts.prompt + tok.decode(item, skip_special_tokens=True), n
+            # Ids are decoded keeping special tokens and re-encoded without adding them again.
+            return _Ids(tok.decode(item, skip_special_tokens=False)), n
+        if not item:
+            raise EmptyInput("`inputs` cannot be empty")
+        n = len(item)
+        if n > self.max_chars:
+            if not opts.truncate:
+                raise self._too_many_chars(n)
+            item = item[: self.max_chars]
+        return (opts.prompt + item if opts.prompt else item), n
+
+    def _too_many_chars(self, n: int) -> ValidationError:
+        return ValidationError(f"`inputs` must have less than {self.max_chars} characters. Given: {n}")
+
+    # ---- tokenize / decode routes ----------------------------------------------------------
+
+    def tokenize(self, texts: Sequence[str], add_special_tokens: bool, prompt: str | None):
+        tok = self._tokenizer()
+        tok.no_truncation()
+        out = []
+        for text in texts:
+            if not text:
+                raise EmptyInput("`inputs` cannot be empty")
+            if len(text) > self.max_chars:
+                raise self._too_many_chars(len(text))
+            full = prompt + text if prompt else text
+            enc = tok.encode(full, add_special_tokens=add_special_tokens)
+            raw = full.encode("utf-8")
+            char_to_byte = _char_to_byte_offsets(full)
+            tokens = []
+            for tid, special, (start, stop), piece in zip(enc.ids, enc.special_tokens_mask, enc.offsets, enc.tokens):
+                if special:
+                    tokens.append({"id": tid, "text": piece, "special": True, "start": None, "stop": None})
+                else:
+                    b0, b1 = char_to_byte[start], char_to_byte[stop]
+                    tokens.append(
+                        {
+                            "id": tid,
+                            "text": raw[b0:b1].decode("utf-8", errors="replace"),
+                            "special": False,
+                            "start": b0,
+                            "stop": b1,
+                        }
+                    )
+            out.append(tokens)
+        return out
+
+    def decode(self, batches: Sequence[Sequence[int]], skip_special_tokens: bool) -> list[str]:
+        tok = self._tokenizer()
+        vocab = tok.get_vocab_size(with_added_tokens=True)
+        for ids in batches:
+            if any(i < 0 or i >= vocab for i in ids):
+                raise ValidationError(f"token ids must be in [0, {vocab})")
+        return tok.decode_batch([list(ids) for ids in batches], skip_special_tokens=skip_special_tokens)
+
+
+class _Ids(str):
+    """Text recovered from token ids: already carries its special tokens."""
+
+
+def _char_to_byte_offsets(text: str) -> list[int]:
+    offsets = [0] * (len(text) + 1)
+    pos = 0
+    for i, ch in enumerate(text):
+        offsets[i] = pos
+        pos += len(ch.encode("utf-8"))
+    offsets[len(text)] = pos
+    return offsets

@@ -1,0 +1,1 @@
+"""Model loading and our own packed PyTorch implementations of the supported architectures."""

@@ -1,0 +1,101 @@
+"""BERT, RoBERTa, XLM-RoBERTa and CamemBERT (post-LayerNorm encoders), on packed tokens.
+
+The RoBERTa family is BERT with positions shifted by `pad_token_id + 1` (handled by the engine's
+position ids) and a different classification head.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .packed import AttentionPlan, PackedBatch, activation, fused_linear, make_layer_norm, make_linear
+from .weights import Weights
+
+PREFIXES = ("bert", "roberta", "model")
+ROBERTA_TYPES = ("roberta", "xlm-roberta", "camembert")
+
+
+class BertLayer(nn.Module):
+    def __init__(self, w: Weights, p: str, cfg: dict):
+        super().__init__()
+        self.num_heads = cfg["num_attention_heads"]
+        eps = cfg.get("layer_norm_eps", 1e-12)
+        a = f"{p}.attention"
+        self.qkv = fused_linear(
+            *((w.get(f"{a}.self.{n}.weight"), w.get(f"{a}.self.{n}.bias")) for n in ("query", "key", "value"))
+        )
+        self.attn_out = make_linear(w.get(f"{a}.output.dense.weight"), w.get(f"{a}.output.dense.bias"))
+        self.attn_norm = make_layer_norm(w.get(f"{a}.output.LayerNorm.weight"), w.get(f"{a}.output.LayerNorm.bias"), eps)
+        self.up = make_linear(w.get(f"{p}.intermediate.dense.weight"), w.get(f"{p}.intermediate.dense.bias"))
+        self.down = make_linear(w.get(f"{p}.output.dense.weight"), w.get(f"{p}.output.dense.bias"))
+        self.out_norm = make_layer_norm(w.get(f"{p}.output.LayerNorm.weight"), w.get(f"{p}.output.LayerNorm.bias"), eps)
+        self.act = activation(cfg.get("hidden_act", "gelu"))
+
+    def forward(self, x: torch.Tensor, plan: AttentionPlan) -> torch.Tensor:
+        ctx = plan.attend(self.qkv(x), self.num_heads)
+        x = self.attn_norm(x + self.attn_out(ctx))
+        return self.out_norm(x + self.down(self.act(self.up(x))))
+
+
+class BertModel(nn.Module):
+    """Encoder: packed ids → packed hidden states [T, H]."""
+
+    def __init__(self, w: Weights, cfg: dict, attention: str):
+        super().__init__()
+        if cfg.get("position_embedding_type", "absolute") != "absolute":
+            raise ValueError("Only absolute position embeddings are supported for BERT-family models")
+        self.attention = attention
+        e = "embeddings"
+        self.word = nn.Embedding.from_pretrained(w.get(f"{e}.word_embeddings.weight"), freeze=True)
+        self.position = nn.Embedding.from_pretrained(w.get(f"{e}.position_embeddings.weight"), freeze=True)
+        self.token_type = (
+            nn.Embedding.from_pretrained(w.get(f"{e}.token_type_embeddings.weight"), freeze=True)
+            if w.has(f"{e}.token_type_embeddings.weight")
+            else None
+        )
+        self.norm = make_layer_norm(
+            w.get(f"{e}.LayerNorm.weight"), w.get(f"{e}.LayerNorm.bias"), cfg.get("layer_norm_eps", 1e-12)
+        )
+        self.layers = nn.ModuleList(BertLayer(w, f"encoder.layer.{i}", cfg) for i in range(cfg["num_hidden_layers"]))
+
+    def forward(self, batch: PackedBatch) -> torch.Tensor:
+        x = self.word(batch.input_ids) + self.position(batch.position_ids)
+        if self.token_type is not None:
+            x = x + self.token_type(batch.token_type_ids)
+        x = self.norm(x)
+        plan = AttentionPlan(batch, self.attention)
+        for layer in self.layers:
+            x = layer(x, plan)
+        return x
+
+
+class BertClassifierHead(nn.Module):
+    """`BertForSequenceClassification`: pooler (dense + tanh on [CLS]) then a linear classifier."""
+
+    def __init__(self, w: Weights):
+        super().__init__()
+        self.pooler = make_linear(w.get("pooler.dense.weight"), w.get("pooler.dense.bias"))
+        self.classifier = make_linear(w.get("classifier.weight"), w.get("classifier.bias"))
+
+    def forward(self, cls: torch.Tensor) -> torch.Tensor:
+        return self.classifier(torch.tanh(self.pooler(cls)))
+
+
+class RobertaClassifierHead(nn.Module):
+    """`RobertaClassificationHead`: dense + tanh + out_proj on the <s> token."""
+
+    def __init__(self, w: Weights):
+        super().__init__()
+        self.dense = make_linear(w.get("classifier.dense.weight"), w.get("classifier.dense.bias"))
+        self.out_proj = make_linear(w.get("classifier.out_proj.weight"), w.get("classifier.out_proj.bias"))
+
+    def forward(self, cls: torch.Tensor) -> torch.Tensor:
+        return self.out_proj(torch.tanh(self.dense(cls)))
+
+
+def build(w: Weights, cfg: dict, attention: str, classifier: bool):
+    encoder = BertModel(w, cfg, attention)
+    head = None
+    if classifier:
+        head = RobertaClassifierHead(w) if cfg.get("model_type") in ROBERTA_TYPES else BertClassifierHead(w)
+    return encoder, head

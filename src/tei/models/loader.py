@@ -1,0 +1,103 @@
+"""Build a runnable model from a folder: architecture registry, weights, pooling, Dense layers, heads."""
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..devices import Placement
+from . import bert, distilbert
+from .packed import PackedBatch, make_linear, pool
+from .spec import DenseSpec, ModelSpec
+from .weights import Weights, load_state_dict
+
+log = logging.getLogger(__name__)
+
+# config.json `model_type` → module with PREFIXES and build(weights, cfg, attention, classifier)
+ARCHITECTURES = {
+    "bert": bert,
+    "roberta": bert,
+    "xlm-roberta": bert,
+    "camembert": bert,
+    "distilbert": distilbert,
+}
+
+
+class UnsupportedModel(ValueError):
+    pass
+
+
+@dataclasses.dataclass
+class ModelOutput:
+    pooled: np.ndarray | None = None  # [B, D] float32: embeddings after pooling and Dense
+    hidden: np.ndarray | None = None  # [T, H] float32: per-token states, for /embed_all
+    logits: np.ndarray | None = None  # [B, C] float32
+
+
+class Dense(nn.Module):
+    def __init__(self, spec: DenseSpec, placement: Placement):
+        super().__init__()
+        w = Weights(load_state_dict(spec.path), (), placement.dtype, placement.device)
+        self.linear = make_linear(w.get("linear.weight"), w.get("linear.bias") if spec.bias else None)
+        self.tanh = spec.activation == "tanh"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.linear(x)
+        return torch.tanh(x) if self.tanh else x
+
+
+class Model:
+    """Tensors in, numpy out. Knows nothing about requests."""
+
+    def __init__(self, spec: ModelSpec, placement: Placement):
+        arch = ARCHITECTURES.get(spec.model_type)
+        if arch is None:
+            raise UnsupportedModel(
+                f"Model type `{spec.model_type}` is not supported; supported: {', '.join(sorted(ARCHITECTURES))}."
+            )
+        self.spec = spec
+        self.placement = placement
+        weights = Weights(load_state_dict(spec.folder), arch.PREFIXES, placement.dtype, placement.device)
+        classifier = spec.kind != "embedding"
+        self.encoder, self.head = arch.build(weights, spec.config, placement.attention, classifier)
+        self.dense = nn.ModuleList(Dense(d, placement) for d in spec.dense)
+        self.encoder.eval()
+        cfg = spec.config
+        hidden = cfg.get("hidden_size", cfg.get("dim"))
+        self.hidden_size = int(hidden)
+        self.output_size = spec.dense[-1].out_features if spec.dense else self.hidden_size
+
+    @torch.inference_mode()
+    def forward(self, batch: PackedBatch, want_hidden: bool = False) -> ModelOutput:
+        hidden = self.encoder(batch)
+        out = ModelOutput()
+        if self.head is not None:
+            cls = pool(hidden, batch, "cls")
+            out.logits = self.head(cls).float().cpu().numpy()
+            return out
+        pooled = pool(hidden, batch, self.spec.pooling).to(self.placement.dtype)
+        for layer in self.dense:
+            pooled = layer(pooled)
+        out.pooled = pooled.float().cpu().numpy()
+        if want_hidden:
+            out.hidden = hidden.float().cpu().numpy()
+        return out
+
+    def make_batch(self, ids: np.ndarray, type_ids: np.ndarray, lengths: list[int]) -> PackedBatch:
+        """Host arrays → device tensors; positions restart at `position_offset` for each sequence."""
+        device = self.placement.device
+        cu = np.zeros(len(lengths) + 1, dtype=np.int32)
+        np.cumsum(lengths, out=cu[1:])
+        starts = np.repeat(cu[:-1], lengths)
+        positions = np.arange(len(ids), dtype=np.int64) - starts + self.spec.position_offset
+        return PackedBatch(
+            input_ids=torch.from_numpy(ids.astype(np.int64, copy=False)).to(device, non_blocking=True),
+            token_type_ids=torch.from_numpy(type_ids.astype(np.int64, copy=False)).to(device, non_blocking=True),
+            position_ids=torch.from_numpy(positions).to(device, non_blocking=True),
+            cu_seqlens=torch.from_numpy(cu).to(device, non_blocking=True),
+            lengths=list(lengths),
+            max_len=max(lengths),
+        )

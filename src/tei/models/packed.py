@@ -1,0 +1,129 @@
+"""The packed (unpadded) batch layout shared by every model, and the attention kernels that consume it.
+
+A batch is one `[total_tokens]` row of ids plus `cu_seqlens` (sequence boundaries). Linear layers
+then do no work on padding; only attention needs to know where sequences start and end.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclasses.dataclass
+class PackedBatch:
+    input_ids: torch.Tensor  # [T] int64
+    token_type_ids: torch.Tensor  # [T] int64
+    position_ids: torch.Tensor  # [T] int64
+    cu_seqlens: torch.Tensor  # [B + 1] int32, on the model's device
+    lengths: list[int]  # host copy: avoids device syncs when shaping
+    max_len: int
+
+    @property
+    def num_seqs(self) -> int:
+        return len(self.lengths)
+
+
+class AttentionPlan:
+    """Per-batch index work done once and reused by every layer.
+
+    On SDPA the packed tokens are gathered into `[B, L]` only inside attention, with a key mask;
+    when all sequences have the same length (or there is one) no mask and no gather are needed.
+    """
+
+    def __init__(self, batch: PackedBatch, kernel: str):
+        self.kernel = kernel
+        self.batch = batch
+        self.uniform = len(set(batch.lengths)) == 1
+        if kernel != "sdpa" or self.uniform:
+            return
+        device = batch.cu_seqlens.device
+        lengths = torch.tensor(batch.lengths, device=device)
+        pos = torch.arange(batch.max_len, device=device)
+        valid = pos[None, :] < lengths[:, None]  # [B, L]
+        starts = batch.cu_seqlens[:-1].to(torch.int64)
+        total = int(sum(batch.lengths))
+        self.gather = (starts[:, None] + pos[None, :]).clamp_(max=total - 1)  # [B, L]
+        self.mask = valid[:, None, None, :]  # [B, 1, 1, L], True = attend
+        self.scatter = valid.flatten().nonzero().squeeze(1)  # rows of [B*L] that are real tokens
+
+    def attend(self, qkv: torch.Tensor, num_heads: int) -> torch.Tensor:
+        """qkv: [T, 3 * H] → context [T, H]."""
+        total, three_h = qkv.shape
+        hidden = three_h // 3
+        head_dim = hidden // num_heads
+        qkv = qkv.view(total, 3, num_heads, head_dim)
+        if self.kernel == "flash_varlen":
+            from flash_attn import flash_attn_varlen_func
+
+            q, k, v = qkv.unbind(1)
+            cu = self.batch.cu_seqlens
+            out = flash_attn_varlen_func(q, k, v, cu, cu, self.batch.max_len, self.batch.max_len)
+            return out.reshape(total, hidden)
+        if self.kernel == "npu_fusion":
+            from .attention_npu import npu_attention
+
+            return npu_attention(qkv, self.batch, num_heads)
+        b, l = self.batch.num_seqs, self.batch.max_len
+        if self.uniform:
+            # [B, L, 3, nh, hd] → q, k, v as [B, nh, L, hd]
+            q, k, v = qkv.view(b, l, 3, num_heads, head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+            out = F.scaled_dot_product_attention(q, k, v)
+            return out.transpose(1, 2).reshape(total, hidden)
+        padded = qkv[self.gather]  # [B, L, 3, nh, hd]
+        q, k, v = padded.permute(2, 0, 3, 1, 4).unbind(0)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=self.mask)
+        return out.transpose(1, 2).reshape(b * l, hidden)[self.scatter]
+
+
+def activation(name: str):
+    name = (name or "gelu").lower()
+    if name == "gelu":
+        return F.gelu
+    if name in ("gelu_new", "gelu_pytorch_tanh", "gelu_fast", "gelu_approximate"):
+        return lambda x: F.gelu(x, approximate="tanh")
+    if name == "relu":
+        return F.relu
+    if name in ("silu", "swish"):
+        return F.silu
+    raise ValueError(f"Activation `{name}` is not supported")
+
+
+def pool(hidden: torch.Tensor, batch: PackedBatch, mode: str) -> torch.Tensor:
+    """hidden [T, H] → [B, H]."""
+    cu = batch.cu_seqlens.to(torch.int64)
+    if mode == "cls":
+        return hidden.index_select(0, cu[:-1])
+    if mode == "last_token":
+        return hidden.index_select(0, cu[1:] - 1)
+    if mode == "mean":
+        lengths = torch.tensor(batch.lengths, device=hidden.device)
+        seq_ids = torch.repeat_interleave(torch.arange(batch.num_seqs, device=hidden.device), lengths)
+        sums = torch.zeros(batch.num_seqs, hidden.shape[1], device=hidden.device, dtype=torch.float32)
+        sums.index_add_(0, seq_ids, hidden.float())
+        return sums / lengths[:, None].to(torch.float32)
+    raise ValueError(f"Pooling `{mode}` is not supported")
+
+
+def fused_linear(*parts: tuple[torch.Tensor, torch.Tensor | None]) -> torch.nn.Linear:
+    """One Linear whose output is the concatenation of several (q, k, v → qkv)."""
+    weight = torch.cat([w for w, _ in parts], 0)
+    bias = None if parts[0][1] is None else torch.cat([b for _, b in parts], 0)
+    return make_linear(weight, bias)
+
+
+def make_linear(weight: torch.Tensor, bias: torch.Tensor | None) -> torch.nn.Linear:
+    layer = torch.nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None, device="meta")
+    layer.weight = torch.nn.Parameter(weight, requires_grad=False)
+    if bias is not None:
+        layer.bias = torch.nn.Parameter(bias, requires_grad=False)
+    return layer
+
+
+def make_layer_norm(weight: torch.Tensor, bias: torch.Tensor, eps: float) -> torch.nn.LayerNorm:
+    norm = torch.nn.LayerNorm(weight.shape[0], eps=eps, device="meta")
+    norm.weight = torch.nn.Parameter(weight, requires_grad=False)
+    norm.bias = torch.nn.Parameter(bias, requires_grad=False)
+    return norm
+

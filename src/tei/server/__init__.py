@@ -1,0 +1,1 @@
+"""HTTP layer: JSON, dialects and status codes. Never touches tensors."""

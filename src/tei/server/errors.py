@@ -1,0 +1,69 @@
+"""TEI's error body `{"error", "error_type"}` and status codes, for every failure a client can cause."""
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ..engine.errors import BatchTooLarge, EngineError
+from .responses import JSON
+
+log = logging.getLogger(__name__)
+
+STATUS = {
+    "Validation": 422,
+    "Empty": 422,
+    "Tokenizer": 422,
+    "Overloaded": 429,
+    "Backend": 424,
+    "Unhealthy": 503,
+}
+OPENAI_PREFIXES = ("/v1/embeddings", "/embeddings")
+
+
+def error_response(request: Request, status: int, message: str, kind: str) -> JSON:
+    body = {"error": message, "error_type": kind}
+    if request.url.path in OPENAI_PREFIXES:
+        # TEI's OpenAI route answers {"message", "code", "type"}; keep TEI's keys too.
+        body.update({"message": message, "code": status, "type": kind})
+    return JSON(body, status_code=status)
+
+
+def status_of(exc: EngineError) -> int:
+    if isinstance(exc, BatchTooLarge):
+        return 413
+    return STATUS.get(exc.kind, 424)
+
+
+def _describe(errors) -> tuple[int, str]:
+    for err in errors:
+        if err.get("type") == "json_invalid":
+            return 400, f"Failed to parse the request body as JSON: {err.get('msg', '')}"
+    parts = []
+    for err in errors[:3]:
+        loc = ".".join(str(x) for x in err.get("loc", ()) if x != "body")
+        parts.append(f"{loc}: {err.get('msg', 'invalid')}" if loc else err.get("msg", "invalid"))
+    return 422, "Failed to deserialize the JSON body into the target type: " + "; ".join(parts)
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(EngineError)
+    async def _engine_error(request: Request, exc: EngineError):
+        return error_response(request, status_of(exc), exc.message, exc.kind)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError):
+        status, message = _describe(exc.errors())
+        return error_response(request, status, message, "Validation")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException):
+        kind = "Validation" if exc.status_code < 500 else "Backend"
+        return error_response(request, exc.status_code, str(exc.detail), kind)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception):
+        log.exception("Unhandled error on %s", request.url.path)
+        return error_response(request, 424, f"Backend error: {exc}", "Backend")

@@ -1,0 +1,41 @@
+"""OpenAI-compatible embeddings: /v1/embeddings and /embeddings."""
+from __future__ import annotations
+
+import base64
+
+import numpy as np
+from fastapi import APIRouter, Request
+
+from .responses import with_usage
+from .schemas import OpenAIEmbedRequest, items
+
+router = APIRouter()
+
+
+async def openai_embeddings(req: OpenAIEmbedRequest, request: Request):
+    state = request.app.state
+    # TEI: server-side auto-truncate, right side, default prompt, always normalized (after `dimensions`).
+    result = await state.engine.embed(items(req.input), normalize=True, dimensions=req.dimensions)
+    vectors: np.ndarray = result.values
+    if req.encoding_format == "base64":
+        little = vectors.astype("<f4", copy=False)
+        data = [
+            {"object": "embedding", "embedding": base64.b64encode(row.tobytes()).decode("ascii"), "index": i}
+            for i, row in enumerate(little)
+        ]
+    else:
+        data = [{"object": "embedding", "embedding": row, "index": i} for i, row in enumerate(vectors)]
+    tokens = result.usage.tokens
+    body = {
+        "object": "list",
+        "data": data,
+        "model": state.settings.model_name,
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }
+    return with_usage(body, result.usage)
+
+
+for _path in ("/v1/embeddings", "/embeddings"):
+    router.add_api_route(
+        _path, openai_embeddings, methods=["POST"], tags=["OpenAI"], summary="OpenAI-compatible embeddings"
+    )

@@ -1,0 +1,116 @@
+"""TEI's native routes: /embed, /embed_all, /similarity, /tokenize, /decode, /info, /health."""
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from .. import __version__
+from ..engine.errors import EmptyInput
+from .responses import JSON, with_usage
+from .schemas import DecodeRequest, EmbedAllRequest, EmbedRequest, SimilarityRequest, TokenizeRequest, items
+
+router = APIRouter()
+
+
+def _lower(direction: str) -> str:
+    return direction.lower()
+
+
+@router.post("/embed", tags=["Text Embeddings Inference"], summary="Get embeddings")
+async def embed(req: EmbedRequest, request: Request):
+    engine = request.app.state.engine
+    result = await engine.embed(
+        items(req.inputs),
+        truncate=req.truncate,
+        truncation_direction=_lower(req.truncation_direction),
+        prompt_name=req.prompt_name,
+        normalize=req.normalize,
+        dimensions=req.dimensions,
+    )
+    return with_usage(result.values, result.usage)
+
+
+@router.post("/embed_all", tags=["Text Embeddings Inference"], summary="Get all token embeddings")
+async def embed_all(req: EmbedAllRequest, request: Request):
+    engine = request.app.state.engine
+    result = await engine.embed_all(
+        items(req.inputs),
+        truncate=req.truncate,
+        truncation_direction=_lower(req.truncation_direction),
+        prompt_name=req.prompt_name,
+    )
+    return with_usage(result.values, result.usage)
+
+
+@router.post("/similarity", tags=["Text Embeddings Inference"], summary="Cosine similarity to a source")
+async def similarity(req: SimilarityRequest, request: Request):
+    engine = request.app.state.engine
+    params = req.parameters
+    if not req.inputs.sentences:
+        raise EmptyInput("`inputs.sentences` cannot be empty")
+    result = await engine.embed(
+        [req.inputs.source_sentence, *req.inputs.sentences],
+        truncate=params.truncate if params else None,
+        truncation_direction=_lower(params.truncation_direction) if params else "right",
+        prompt_name=params.prompt_name if params else None,
+        normalize=True,
+    )
+    vectors = result.values
+    return with_usage(vectors[1:] @ vectors[0], result.usage)
+
+
+@router.post("/tokenize", tags=["Text Embeddings Inference"], summary="Tokenize inputs")
+async def tokenize(req: TokenizeRequest, request: Request):
+    texts = [req.inputs] if isinstance(req.inputs, str) else req.inputs
+    tokens = await request.app.state.engine.tokenize(texts, req.add_special_tokens, req.prompt_name)
+    return JSON(tokens)
+
+
+@router.post("/decode", tags=["Text Embeddings Inference"], summary="Decode token ids")
+async def decode(req: DecodeRequest, request: Request):
+    ids = req.ids
+    batches = [ids] if not ids or isinstance(ids[0], int) else ids
+    return JSON(await request.app.state.engine.decode(batches, req.skip_special_tokens))
+
+
+@router.get("/info", tags=["Text Embeddings Inference"], summary="Model and server info")
+async def info(request: Request):
+    return JSON(request.app.state.info)
+
+
+async def _health(request: Request):
+    if await request.app.state.engine.health():
+        return Response(status_code=200)
+    return JSON({"error": "unhealthy", "error_type": "Unhealthy"}, status_code=503)
+
+
+for _path in ("/health", "/ping", "/"):
+    router.add_api_route(_path, _health, methods=["GET"], tags=["Text Embeddings Inference"], summary="Health")
+
+
+def info_body(settings, engine) -> dict:
+    """/info, keys in TEI's order."""
+    spec = engine.spec
+    if spec.kind == "embedding":
+        model_type = {"embedding": {"pooling": spec.pooling}}
+    else:
+        model_type = {spec.kind: {"id2label": spec.id2label, "label2id": spec.label2id}}
+    cfg = engine.config
+    return {
+        "model_id": settings.model_id or "sentence-transformers/all-MiniLM-L6-v2",
+        "model_sha": settings.revision,
+        "model_dtype": engine.model.placement.dtype_name,
+        "served_model_name": settings.model_name,
+        "model_type": model_type,
+        "max_concurrent_requests": cfg.max_concurrent_requests,
+        "max_input_length": engine.max_input_length,
+        "max_batch_tokens": cfg.max_batch_tokens,
+        "max_batch_requests": cfg.max_batch_requests,
+        "max_client_batch_size": cfg.max_client_batch_size,
+        "auto_truncate": cfg.auto_truncate,
+        "tokenization_workers": cfg.tokenization_workers,
+        "version": __version__,
+        "sha": None,
+        "docker_label": None,
+    }
+
