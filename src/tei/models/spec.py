@@ -76,6 +76,12 @@ def _pooling_from_st(folder: Path) -> str | None:
                 cfg = _read_json(folder / module.get("path", "") / "config.json")
     if cfg is None:
         return None
+    mode = cfg.get("pooling_mode")  # sentence-transformers ≥ 6 writes one string
+    if isinstance(mode, str):
+        mode = {"lasttoken": "last_token", "last_token": "last_token", "cls": "cls", "mean": "mean"}.get(mode)
+        if mode is None:
+            raise ModelSpecError(f"Pooling config {cfg} is not supported: use --pooling cls, mean or last-token.")
+        return mode
     if cfg.get("pooling_mode_cls_token"):
         return "cls"
     if cfg.get("pooling_mode_mean_tokens"):
@@ -91,7 +97,7 @@ def _dense_layers(folder: Path) -> tuple[DenseSpec, ...]:
         return ()
     layers = []
     for module in modules:
-        if module.get("type") != "sentence_transformers.models.Dense":
+        if not module.get("type", "").endswith(".Dense"):
             continue
         path = folder / module["path"]
         cfg = _read_json(path / "config.json") or {}
@@ -164,6 +170,10 @@ def read_spec(folder: Path, pooling_override: str | None = None) -> ModelSpec:
         if positions is None:
             raise ModelSpecError("config.json has no max_position_embeddings.")
         max_input_length = int(positions) - position_offset
+        # sentence-transformers ≥ 6 keeps max_seq_length as the tokenizer's model_max_length.
+        tok_limit = (_read_json(folder / "tokenizer_config.json") or {}).get("model_max_length")
+        if isinstance(tok_limit, int) and 0 < tok_limit < max_input_length:
+            max_input_length = tok_limit
 
     st_cfg = _read_json(folder / "config_sentence_transformers.json") or {}
     return ModelSpec(

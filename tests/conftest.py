@@ -1,0 +1,29 @@
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from server_process import ServerProcess  # noqa: E402
+from tei.models.hub import default_model_path  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def minilm_path() -> str:
+    return default_model_path()
+
+
+@pytest.fixture(scope="session")
+def default_server():
+    """The server as `make serve` runs it: no flags, the bundled all-MiniLM-L6-v2."""
+    with ServerProcess() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def models_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("models")
