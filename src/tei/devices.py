@@ -14,6 +14,8 @@ class DeviceError(RuntimeError):
     """A start-up problem with the requested device or dtype, worded as one sentence for the user."""
 
 
+CPU_BATCH_TOKENS = 4096
+
 DTYPES = {
     "float32": torch.float32,
     "float16": torch.float16,
@@ -34,6 +36,12 @@ class Placement:
     @property
     def dtype_name(self) -> str:
         return next(k for k, v in DTYPES.items() if v == self.dtype)
+
+    @property
+    def preferred_batch_tokens(self) -> int | None:
+        """Largest forward pass worth running: on CPU, bigger batches spill the caches and run slower
+        (all-MiniLM-L6-v2, 2 cores: flat from 512 to 4096 tokens, 14% slower at 8192)."""
+        return CPU_BATCH_TOKENS if self.device.type == "cpu" else None
 
     def synchronize(self) -> None:
         if self.kind == "cuda":

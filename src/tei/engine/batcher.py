@@ -66,7 +66,9 @@ class _Item:
 class Batcher:
     def __init__(self, model: Model, max_batch_tokens: int, max_batch_requests: int | None, observer=None):
         self.model = model
-        self.max_batch_tokens = max_batch_tokens
+        # The device may run best below the client-visible budget (CPU caches): never above it.
+        preferred = model.placement.preferred_batch_tokens
+        self.max_batch_tokens = min(max_batch_tokens, preferred) if preferred else max_batch_tokens
         self.max_batch_requests = max_batch_requests or 1 << 30
         self.observer = observer  # optional: observer.batch(size, tokens, queue_len)
         self.healthy = True

@@ -25,28 +25,63 @@ class PackedBatch:
         return len(self.lengths)
 
 
+# A bucket may pad at most this much more than the real tokens it holds; more buckets cost more calls.
+PAD_SLACK = 1.25
+
+
+class _Bucket:
+    """Sequences of similar length, run as one padded SDPA call: [b, L] gather in, real rows out."""
+
+    def __init__(self, rows: list[int], batch: PackedBatch, starts: list[int], device):
+        lengths = [batch.lengths[r] for r in rows]
+        self.b, self.l = len(rows), max(lengths)
+        pos = torch.arange(self.l, device=device)
+        row_starts = torch.tensor([starts[r] for r in rows], device=device)
+        row_lengths = torch.tensor(lengths, device=device)
+        valid = pos[None, :] < row_lengths[:, None]  # [b, L]
+        self.gather = (row_starts[:, None] + pos[None, :]).clamp_(max=sum(batch.lengths) - 1)
+        uniform = len(set(lengths)) == 1
+        self.mask = None if uniform else valid[:, None, None, :]  # True = attend
+        self.keep = None if uniform else valid.flatten().nonzero().squeeze(1)
+        self.dest = self.gather[valid]  # packed rows that receive this bucket's output
+
+
+def _buckets(batch: PackedBatch, device) -> list[_Bucket]:
+    order = sorted(range(batch.num_seqs), key=batch.lengths.__getitem__)
+    starts = [0] * batch.num_seqs
+    acc = 0
+    for i, n in enumerate(batch.lengths):
+        starts[i] = acc
+        acc += n
+    groups: list[list[int]] = []
+    group: list[int] = []
+    real = 0
+    for r in order:
+        n = batch.lengths[r]
+        if group and n * (len(group) + 1) > PAD_SLACK * (real + n):
+            groups.append(group)
+            group, real = [], 0
+        group.append(r)
+        real += n
+    groups.append(group)
+    return [_Bucket(g, batch, starts, device) for g in groups]
+
+
 class AttentionPlan:
     """Per-batch index work done once and reused by every layer.
 
-    On SDPA the packed tokens are gathered into `[B, L]` only inside attention, with a key mask;
-    when all sequences have the same length (or there is one) no mask and no gather are needed.
+    On SDPA the packed tokens are sorted into length buckets and gathered into `[b, L]` only inside
+    attention, so padding stays under PAD_SLACK; when every sequence has the same length the packed
+    tensor is viewed as `[B, L]` directly, with no gather and no mask.
     """
 
     def __init__(self, batch: PackedBatch, kernel: str):
         self.kernel = kernel
         self.batch = batch
         self.uniform = len(set(batch.lengths)) == 1
-        if kernel != "sdpa" or self.uniform:
-            return
-        device = batch.cu_seqlens.device
-        lengths = torch.tensor(batch.lengths, device=device)
-        pos = torch.arange(batch.max_len, device=device)
-        valid = pos[None, :] < lengths[:, None]  # [B, L]
-        starts = batch.cu_seqlens[:-1].to(torch.int64)
-        total = int(sum(batch.lengths))
-        self.gather = (starts[:, None] + pos[None, :]).clamp_(max=total - 1)  # [B, L]
-        self.mask = valid[:, None, None, :]  # [B, 1, 1, L], True = attend
-        self.scatter = valid.flatten().nonzero().squeeze(1)  # rows of [B*L] that are real tokens
+        self.buckets: list[_Bucket] = []
+        if kernel == "sdpa" and not self.uniform:
+            self.buckets = _buckets(batch, batch.cu_seqlens.device)
 
     def attend(self, qkv: torch.Tensor, num_heads: int) -> torch.Tensor:
         """qkv: [T, 3 * H] → context [T, H]."""
@@ -71,10 +106,14 @@ class AttentionPlan:
             q, k, v = qkv.view(b, l, 3, num_heads, head_dim).permute(2, 0, 3, 1, 4).unbind(0)
             out = F.scaled_dot_product_attention(q, k, v)
             return out.transpose(1, 2).reshape(total, hidden)
-        padded = qkv[self.gather]  # [B, L, 3, nh, hd]
-        q, k, v = padded.permute(2, 0, 3, 1, 4).unbind(0)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=self.mask)
-        return out.transpose(1, 2).reshape(b * l, hidden)[self.scatter]
+        out = qkv.new_empty(total, hidden)
+        for bucket in self.buckets:
+            padded = qkv[bucket.gather]  # [b, L, 3, nh, hd]
+            q, k, v = padded.permute(2, 0, 3, 1, 4).unbind(0)
+            o = F.scaled_dot_product_attention(q, k, v, attn_mask=bucket.mask)
+            o = o.transpose(1, 2).reshape(bucket.b * bucket.l, hidden)
+            out.index_copy_(0, bucket.dest, o if bucket.keep is None else o[bucket.keep])
+        return out
 
 
 def activation(name: str):
