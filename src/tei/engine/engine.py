@@ -128,7 +128,7 @@ class Engine:
             raise Overloaded()
         self._permits -= n
         try:
-            encoded = await self.tokenizers.run(self.tokenizers.encode, inputs, opts)
+            encoded = await self.tokenizers.encode_async(inputs, opts)
             tokenized = time.perf_counter()
             loop = asyncio.get_running_loop()
             job = Job(kind=kind, n=n, loop=loop, future=loop.create_future())
