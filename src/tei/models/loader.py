@@ -72,6 +72,7 @@ class Model:
 
     @torch.inference_mode()
     def forward(self, batch: PackedBatch, want_hidden: bool = False) -> ModelOutput:
+        self.placement.prepare_forward(len(batch.input_ids))
         hidden = self.encoder(batch)
         out = ModelOutput()
         if self.head is not None:
