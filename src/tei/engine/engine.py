@@ -130,15 +130,7 @@ class Engine:
         try:
             encoded = await self.tokenizers.encode_async(inputs, opts)
             tokenized = time.perf_counter()
-            loop = asyncio.get_running_loop()
-            job = Job(kind=kind, n=n, loop=loop, future=loop.create_future())
-            if kind == EMBED:
-                job.output = np.empty((n, self.model.output_size), dtype=np.float32)
-            elif kind == PREDICT:
-                job.output = np.empty((n, max(1, self.spec.num_labels)), dtype=np.float32)
-            else:
-                job.output = [None] * n
-            self.batcher.submit(job, encoded)
+            job = self._submit(kind, encoded)
             await job.future
         finally:
             self._permits += n
@@ -151,6 +143,19 @@ class Engine:
             total_time=time.perf_counter() - start,
         )
         return Result(job.output, usage)
+
+    def _submit(self, kind: str, encoded: list[Encoded]) -> Job:
+        loop = asyncio.get_running_loop()
+        n = len(encoded)
+        job = Job(kind=kind, n=n, loop=loop, future=loop.create_future())
+        if kind == EMBED:
+            job.output = np.empty((n, self.model.output_size), dtype=np.float32)
+        elif kind == PREDICT:
+            job.output = np.empty((n, max(1, self.spec.num_labels)), dtype=np.float32)
+        else:
+            job.output = [None] * n
+        self.batcher.submit(job, encoded)
+        return job
 
     def _require(self, *kinds: str, message: str) -> None:
         if self.spec.kind not in kinds:
@@ -230,15 +235,9 @@ class Engine:
         """A real forward of one tiny sequence through the queue."""
         tok = self.tokenizers.main
         ids = tok.encode("a", add_special_tokens=True).ids[:2] or [0]
-        loop = asyncio.get_running_loop()
-        kind = EMBED if self.spec.kind == "embedding" else PREDICT
-        job = Job(kind=kind, n=1, loop=loop, future=loop.create_future())
-        width = self.model.output_size if kind == EMBED else max(1, self.spec.num_labels)
-        job.output = np.empty((1, width), dtype=np.float32)
-
         ids_arr = np.asarray(ids, dtype=np.int32)
-        enc = Encoded(ids_arr, np.zeros_like(ids_arr), 0)
-        self.batcher.submit(job, [enc])
+        kind = EMBED if self.spec.kind == "embedding" else PREDICT
+        job = self._submit(kind, [Encoded(ids_arr, np.zeros_like(ids_arr), 0)])
         try:
             await asyncio.wait_for(job.future, timeout)
         except Exception:
