@@ -12,7 +12,8 @@ import numpy as np
 from ..models.loader import Model
 from ..models.spec import ModelSpec
 from .batcher import EMBED, EMBED_ALL, PREDICT, Batcher, Job
-from .errors import BatchTooLarge, EmptyInput, Overloaded, ValidationError, WrongModelType
+from . import scores
+from .errors import BackendError, BatchTooLarge, EmptyInput, Overloaded, ValidationError, WrongModelType
 from .tokenization import Encoded, Input, TokenizeOptions, TokenizerPool
 
 log = logging.getLogger(__name__)
@@ -187,9 +188,7 @@ class Engine:
         if dimensions is not None:
             vectors = np.ascontiguousarray(vectors[:, :dimensions])
         if normalize:
-            norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-            np.maximum(norms, 1e-12, out=norms)
-            vectors = vectors / norms
+            vectors = _normalized(vectors)
         result.values = vectors
         return result
 
@@ -205,19 +204,65 @@ class Engine:
         opts = TokenizeOptions(self._truncate(truncate), truncation_direction, self._prompt(prompt_name))
         return await self._run(EMBED_ALL, inputs, opts)
 
-    async def classify(
+    async def predict(
         self,
         inputs: Sequence[Input],
         truncate: bool | None = None,
         truncation_direction: str = "right",
-        pair_strategy: str = "longest_first",
+        raw_scores: bool = False,
     ) -> Result:
-        """Raw logits [n, num_labels] for single texts or (first, second) pairs."""
+        """Single texts or (first, second) pairs → scores [n, num_labels] in label order."""
         self._require("classifier", "reranker", message="Model is not a classifier model")
-        opts = TokenizeOptions(
-            self._truncate(truncate), truncation_direction, self.default_prompt, pair_strategy=pair_strategy
-        )
-        return await self._run(PREDICT, inputs, opts)
+        self._check_batch(len(inputs))
+        opts = TokenizeOptions(self._truncate(truncate), truncation_direction, self.default_prompt)
+        result = await self._run(PREDICT, inputs, opts)
+        result.values = self._checked(scores.activate(result.values, raw_scores))
+        return result
+
+    @property
+    def rerank_limit(self) -> int:
+        """Documents per rerank. Wider than `max_client_batch_size`, which Dify reads as its embedding
+        batch size: FastGPT and Dify send every retrieved chunk in one rerank call."""
+        return max(self.config.max_client_batch_size, self.config.max_concurrent_requests)
+
+    async def rerank(
+        self,
+        query: str,
+        texts: Sequence[str],
+        truncate: bool | None = None,
+        truncation_direction: str = "right",
+        raw_scores: bool = False,
+    ) -> Result:
+        """Relevance of each text to the query → scores [n] in the order of `texts`.
+
+        A reranker scores each (query, text) pair, cutting the text, never the query, to fit. An
+        embedding model ranks by cosine similarity instead (TEI answers 424 there)."""
+        if not texts:
+            raise EmptyInput("`texts` cannot be empty")
+        if len(texts) > self.rerank_limit:
+            raise BatchTooLarge(len(texts), self.rerank_limit)
+        if self.spec.kind == "reranker":
+            opts = TokenizeOptions(
+                self._truncate(truncate), truncation_direction, self.default_prompt, pair_strategy="only_second"
+            )
+            result = await self._run(PREDICT, [(query, t) for t in texts], opts)
+            result.values = self._checked(scores.activate(result.values, raw_scores)[:, 0])
+            return result
+        if self.spec.kind == "embedding":
+            if not query:
+                raise EmptyInput("`query` cannot be empty")
+            opts = TokenizeOptions(self._truncate(truncate), truncation_direction, self.default_prompt)
+            result = await self._run(EMBED, [query, *texts], opts)
+            vectors = _normalized(result.values)
+            result.values = vectors[1:] @ vectors[0]
+            return result
+        raise WrongModelType("model is not a re-ranker model")
+
+    @staticmethod
+    def _checked(values: np.ndarray) -> np.ndarray:
+        if np.isnan(values).any():
+            raise BackendError("score is NaN")
+        return values
 
     async def tokenize(self, texts: Sequence[str], add_special_tokens: bool = True, prompt_name: str | None = None):
         self._check_batch(len(texts))
@@ -243,3 +288,9 @@ class Engine:
         except Exception:
             return False
         return bool(np.isfinite(job.output).all())
+
+
+def _normalized(vectors: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    np.maximum(norms, 1e-12, out=norms)
+    return vectors / norms
