@@ -91,6 +91,12 @@ def test_info_keeps_tei_keys_and_adds_rerank_scoring(rr, cls, emb):
     assert emb.get("/info").json()["rerank"] == {"scoring": "cosine-similarity", "max_documents": 512}
 
 
+def test_openapi_documents_the_routes(rr):
+    spec = rr.get("/openapi.json")
+    assert spec.status_code == 200
+    assert {"/rerank", "/predict"} <= set(spec.json()["paths"])
+
+
 # ---- TEI dialect ----------------------------------------------------------------------------
 
 
@@ -383,7 +389,7 @@ def test_predict_token_ids_equal_text(cls):
 
 @pytest.mark.parametrize(
     "inputs",
-    [["a", "b", "c"], [["a", "b", "c"]], [], [["a"], []], ["a", ["b"]], [["a"], "b"], {"text": "a"}, 3],
+    [["a", "b", "c"], [["a", "b", "c"]], [], [["a"], []], ["a", ["b"]], [["a"], "b"], {"text": "a"}, 3, [True], None],
 )
 def test_bad_predict_inputs_are_422(cls, inputs):
     r = cls.post("/predict", json={"inputs": inputs})

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional, Tuple, Union
 
-from pydantic import BaseModel, Field, PrivateAttr, model_validator
+from pydantic import BaseModel, Field, PrivateAttr, StrictInt, model_validator
 
 from .schemas import Direction
 
@@ -91,7 +91,7 @@ def _as_text(value: Any) -> str:
 
 # /predict: one sequence is a text or a (text, text_pair); `["a", "b"]` is ONE pair, not a batch.
 Sequence = Union[str, Tuple[str, str], List[int]]
-PredictInputs = Union[str, List[Union[str, int, List[Union[str, int]]]]]
+PredictInputs = Union[str, List[Union[str, StrictInt, List[Union[str, StrictInt]]]]]
 
 
 class PredictRequest(BaseModel):
@@ -132,7 +132,7 @@ def predict_sequences(value) -> tuple[list[Sequence], bool]:
         raise ValueError("`inputs` cannot be empty")
     if all(isinstance(x, str) for x in value):
         return [_sequence(value)], False
-    if all(isinstance(x, int) and not isinstance(x, bool) for x in value):
+    if all(isinstance(x, int) for x in value):
         return [list(value)], False
     if all(isinstance(x, list) for x in value):
         return [_sequence(x) for x in value], True
@@ -140,7 +140,7 @@ def predict_sequences(value) -> tuple[list[Sequence], bool]:
 
 
 def _sequence(items: list) -> Sequence:
-    if items and all(isinstance(x, int) and not isinstance(x, bool) for x in items):
+    if items and all(isinstance(x, int) for x in items):
         return list(items)
     if not all(isinstance(x, str) for x in items):
         raise ValueError(_PREDICT_SHAPES)
