@@ -75,7 +75,6 @@ for _path in RERANK_PATHS:
         methods=["POST"],
         tags=["Rerank"],
         summary="Rerank documents: TEI's `texts` or Cohere/Jina's `documents`",
-        include_in_schema=_path == "/rerank",
     )
 
 
