@@ -27,3 +27,33 @@ def default_server():
 @pytest.fixture(scope="session")
 def models_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("models")
+
+
+@pytest.fixture(scope="session")
+def reranker_path(models_dir) -> Path:
+    """An XLM-RoBERTa cross-encoder (bge-reranker's architecture), tiny and random."""
+    from classifier_models import build_scored_classifier
+
+    return build_scored_classifier(models_dir / "api-reranker", "xlm-roberta", num_labels=1, seed=3)
+
+
+@pytest.fixture(scope="session")
+def classifier_path(models_dir) -> Path:
+    from classifier_models import build_scored_classifier
+
+    return build_scored_classifier(models_dir / "api-classifier", "bert", num_labels=3, seed=4)
+
+
+@pytest.fixture(scope="session")
+def reranker_server(reranker_path):
+    # A small token budget: a 100-document rerank then takes several forward passes.
+    with ServerProcess(
+        "--model-id", str(reranker_path), "--served-model-name", "tiny-reranker", "--max-batch-tokens", "1024"
+    ) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def classifier_server(classifier_path):
+    with ServerProcess("--model-id", str(classifier_path)) as server:
+        yield server

@@ -48,9 +48,13 @@ class BertModel(nn.Module):
         e = "embeddings"
         self.word = nn.Embedding.from_pretrained(w.get(f"{e}.word_embeddings.weight"), freeze=True)
         self.position = nn.Embedding.from_pretrained(w.get(f"{e}.position_embeddings.weight"), freeze=True)
+        types = w.get(f"{e}.token_type_embeddings.weight") if w.has(f"{e}.token_type_embeddings.weight") else None
+        # RoBERTa-family tables have one row: every token gets it, whatever type id a BERT-style pair
+        # template hands out (indexing row 1 would fail the batch, or assert on the GPU).
+        self.token_type_row = types[0] if types is not None and types.shape[0] == 1 else None
         self.token_type = (
-            nn.Embedding.from_pretrained(w.get(f"{e}.token_type_embeddings.weight"), freeze=True)
-            if w.has(f"{e}.token_type_embeddings.weight")
+            nn.Embedding.from_pretrained(types, freeze=True)
+            if types is not None and self.token_type_row is None
             else None
         )
         self.norm = make_layer_norm(
@@ -62,6 +66,8 @@ class BertModel(nn.Module):
         x = self.word(batch.input_ids) + self.position(batch.position_ids)
         if self.token_type is not None:
             x = x + self.token_type(batch.token_type_ids)
+        elif self.token_type_row is not None:
+            x = x + self.token_type_row
         x = self.norm(x)
         plan = AttentionPlan(batch, self.attention)
         for layer in self.layers:

@@ -4,9 +4,9 @@ from __future__ import annotations
 from fastapi import FastAPI, Request
 
 from .. import __version__
-from ..engine.errors import WrongModelType
-from . import errors, routes_openai, routes_tei
-from .schemas import EmbedRequest, parse_body
+from . import errors, routes_openai, routes_rerank, routes_tei
+from .schemas import EmbedRequest, read_json, validate
+from .schemas_rerank import PredictRequest, RerankRequest
 
 
 def create_app(engine, settings) -> FastAPI:
@@ -23,6 +23,7 @@ def create_app(engine, settings) -> FastAPI:
     errors.install(app)
     app.include_router(routes_tei.router)
     app.include_router(routes_openai.router)
+    app.include_router(routes_rerank.router)
 
     @app.get("/api-doc/openapi.json", include_in_schema=False)
     async def _openapi_alias():
@@ -31,9 +32,14 @@ def create_app(engine, settings) -> FastAPI:
     @app.post("/", tags=["Text Embeddings Inference"], summary="Default task of the model")
     @app.post("/invocations", include_in_schema=False)
     async def _default_task(request: Request):
-        # TEI dispatches by model type: embedding → /embed (classifier → /predict, reranker → /rerank).
-        if engine.spec.kind == "embedding":
-            return await routes_tei.embed(await parse_body(EmbedRequest, request), request)
-        raise WrongModelType(f"no default task for a {engine.spec.kind} model yet")
+        # TEI dispatches by model type: classifier → /predict, reranker → /rerank, embedding → /embed.
+        data = await read_json(request)
+        kind = engine.spec.kind
+        if kind == "embedding":
+            return await routes_tei.embed(validate(EmbedRequest, data), request)
+        if kind == "reranker" and not (isinstance(data, dict) and "inputs" in data):
+            return await routes_rerank.rerank(validate(RerankRequest, data), request)
+        # A classifier, or a reranker sent `inputs` (huggingface_hub's text_classification): /predict.
+        return await routes_rerank.predict(validate(PredictRequest, data), request)
 
     return app

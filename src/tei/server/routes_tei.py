@@ -112,5 +112,17 @@ def info_body(settings, engine) -> dict:
         "version": __version__,
         "sha": None,
         "docker_label": None,
+        # Not in TEI (clients ignore unknown keys): how /rerank scores, and how many documents it takes.
+        "rerank": _rerank_info(engine),
     }
+
+
+RERANK_SCORING = {"reranker": "cross-encoder", "embedding": "cosine-similarity"}
+
+
+def _rerank_info(engine) -> dict | None:
+    scoring = RERANK_SCORING.get(engine.spec.kind)
+    if scoring is None:  # a multi-label classifier cannot rank
+        return None
+    return {"scoring": scoring, "max_documents": engine.rerank_limit}
 

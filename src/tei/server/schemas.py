@@ -76,14 +76,21 @@ class SimilarityRequest(BaseModel):
     parameters: Optional[SimilarityParameters] = Field(default=None)
 
 
-async def parse_body(model: type[BaseModel], request: Request) -> BaseModel:
-    """Validate a body by hand (routes that pick their schema at run time) with FastAPI's error shape."""
+async def read_json(request: Request):
     raw = await request.body()
     try:
-        data = orjson.loads(raw)
+        return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise RequestValidationError([{"type": "json_invalid", "loc": ("body",), "msg": str(exc)}]) from None
+
+
+def validate(model: type[BaseModel], data) -> BaseModel:
+    """Validate decoded JSON with FastAPI's error shape (for routes that pick their schema at run time)."""
     try:
         return model.model_validate(data)
     except ValidationError as exc:
         raise RequestValidationError(exc.errors()) from None
+
+
+async def parse_body(model: type[BaseModel], request: Request) -> BaseModel:
+    return validate(model, await read_json(request))
