@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # The CPU build of torch that lies on this machine's disk; an unpinned torch pulls a multi-GB CUDA build.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: install serve test bench clean
+.PHONY: install serve test bench clean grpc-code
 
 install: $(STAMP)
 
@@ -25,6 +25,10 @@ test: install
 
 bench: install
 	$(PY) benchmarks/compare.py $(ARGS)
+
+# Regenerate the committed gRPC modules in src/tei/grpc/ from tei.proto.
+grpc-code:
+	PYTHON=$(PYTHON) src/tei/grpc/regenerate.sh
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache

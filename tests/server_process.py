@@ -39,14 +39,18 @@ class ServerProcess:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.output()}")
-            try:
-                if httpx.get(self.url + "/health", timeout=2).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
+            if self.ready():
+                return self
             time.sleep(0.2)
         self.stop()
         raise RuntimeError(f"server did not become healthy in {self.startup_timeout}s:\n{self.output()}")
+
+    def ready(self) -> bool:
+        """Whether the server answers yet; a server without HTTP (gRPC only) overrides this."""
+        try:
+            return httpx.get(self.url + "/health", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
 
     def output(self) -> str:
         self.log.flush()

@@ -97,6 +97,13 @@ def run(settings: Settings) -> int:
         log.error("%s", exc)
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    if settings.grpc:
+        from .grpc.server import serve
+
+        try:
+            return serve(engine, settings)
+        finally:
+            engine.close()
 
     import uvicorn
 
@@ -115,6 +122,10 @@ def run(settings: Settings) -> int:
         timeout_graceful_shutdown=30,
     )
     server = uvicorn.Server(config)
+    if settings.grpc_port is not None:
+        from .grpc.server import attach
+
+        attach(server, engine, settings)
     _announce_ready(server)
     try:
         server.run()

@@ -83,6 +83,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add("--prometheus-port", type=int, default=9000, help=f"Separate Prometheus port {NOT_YET}")
     p.add("--cors-allow-origin", action="append", help=f"Allowed CORS origin, repeatable {NOT_YET}")
     p.add("--device", help="auto (default), cpu, cuda, cuda:N, npu, npu:N or mps")
+    p.add("--grpc", action="store_true",
+          help="Serve TEI's gRPC API on --port instead of HTTP (as TEI's -grpc images), metrics on --prometheus-port")
+    p.add("--grpc-port", type=int, help="Also serve TEI's gRPC API on this port, beside HTTP on --port")
+    p.add("--grpc-max-parallel-stream-requests", type=int, default=1024,
+          help="Messages of one gRPC stream processed at a time")
     return p
 
 
@@ -126,6 +131,9 @@ def parse_settings(argv: list[str] | None = None) -> Settings:
         cors_allow_origin=tuple(args.cors_allow_origin) if args.cors_allow_origin else None,
         device=args.device,
         log_level=os.environ.get("LOG_LEVEL", "info"),
+        grpc=args.grpc,
+        grpc_port=args.grpc_port,
+        grpc_max_parallel_stream_requests=args.grpc_max_parallel_stream_requests,
     )
 
 
@@ -133,6 +141,8 @@ def main(argv: list[str] | None = None) -> None:
     settings = parse_settings(argv)
     if settings.default_prompt and settings.default_prompt_name:
         sys.exit("error: --default-prompt and --default-prompt-name cannot be used together")
+    if settings.grpc and settings.grpc_port is not None:
+        sys.exit("error: --grpc serves gRPC on --port, --grpc-port serves it beside HTTP: use one of them")
     from .app import run
 
     sys.exit(run(settings))

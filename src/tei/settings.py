@@ -40,6 +40,9 @@ class Settings:
     cors_allow_origin: tuple[str, ...] | None = None
     device: str | None = None
     log_level: str = "info"
+    grpc: bool = False  # serve gRPC instead of HTTP on `port`
+    grpc_port: int | None = None  # serve gRPC on this port as well as HTTP on `port`
+    grpc_max_parallel_stream_requests: int = 1024
 
     @property
     def model_name(self) -> str:
