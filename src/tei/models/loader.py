@@ -10,7 +10,8 @@ from torch import nn
 
 from ..devices import Placement
 from . import bert, distilbert
-from .packed import PackedBatch, make_linear, pool
+from .linear import Linear
+from .packed import PackedBatch, pool
 from .spec import DenseSpec, ModelSpec
 from .weights import Weights, load_state_dict
 
@@ -41,7 +42,7 @@ class Dense(nn.Module):
     def __init__(self, spec: DenseSpec, placement: Placement):
         super().__init__()
         w = Weights(load_state_dict(spec.path), (), placement.dtype, placement.device)
-        self.linear = make_linear(w.get("linear.weight"), w.get("linear.bias") if spec.bias else None)
+        self.linear = Linear(w.get("linear.weight"), w.get("linear.bias") if spec.bias else None)
         self.tanh = spec.activation == "tanh"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
