@@ -40,7 +40,7 @@ def setup_logging(settings: Settings) -> None:
 
 def build_engine(settings: Settings):
     """Everything that can fail at start-up, in TEI's order. Raises StartupError with one sentence."""
-    from .devices import DeviceError, configure_cpu_threads, place
+    from .devices import DeviceError, configure_cpu_threads, on_fresh_thread, place
     from .engine.engine import Engine, EngineConfig
     from .models.hub import ModelNotFound, resolve_model_dir
     from .models.loader import Model, UnsupportedModel
@@ -61,7 +61,7 @@ def build_engine(settings: Settings):
         log.info("Maximum number of tokens per request: %d", spec.max_input_length)
         log.info("Starting model backend on %s (%s, attention: %s)", placement.device, placement.dtype_name,
                  placement.attention)
-        model = Model(spec, placement)
+        model = on_fresh_thread(Model, spec, placement)
         engine = Engine(
             spec,
             model,

@@ -89,7 +89,7 @@ class Engine:
         length = min(self.max_input_length, self.config.max_batch_tokens)
         count = max(1, min(self.config.max_batch_tokens // length, self.config.max_batch_requests or 1 << 30, 64))
         ids = np.full(length * count, 100, dtype=np.int32)
-        self.model.forward(self.model.make_batch(ids, np.zeros_like(ids), [length] * count))
+        self.batcher.call(lambda: self.model.forward(self.model.make_batch(ids, np.zeros_like(ids), [length] * count)))
 
     def close(self) -> None:
         self.batcher.stop()
