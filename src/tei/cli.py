@@ -83,6 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add("--prometheus-port", type=int, default=9000, help=f"Separate Prometheus port {NOT_YET}")
     p.add("--cors-allow-origin", action="append", help=f"Allowed CORS origin, repeatable {NOT_YET}")
     p.add("--device", help="auto (default), cpu, cuda, cuda:N, npu, npu:N or mps")
+    p.add("--torch-compile", action="store_true", env="TEI_TORCH_COMPILE",
+          help="torch.compile the encoder layers (experimental; off by default)")
     return p
 
 
@@ -125,11 +127,15 @@ def parse_settings(argv: list[str] | None = None) -> Settings:
         prometheus_port=args.prometheus_port,
         cors_allow_origin=tuple(args.cors_allow_origin) if args.cors_allow_origin else None,
         device=args.device,
+        torch_compile=args.torch_compile,
         log_level=os.environ.get("LOG_LEVEL", "info"),
     )
 
 
 def main(argv: list[str] | None = None) -> None:
+    # torch >= 2.5 imports installed device plugins (torch_npu) inside `import torch`; a torch_npu
+    # without CANN then breaks torch itself. The device layer imports it only when an NPU is wanted.
+    os.environ.setdefault("TORCH_DEVICE_BACKEND_AUTOLOAD", "0")
     settings = parse_settings(argv)
     if settings.default_prompt and settings.default_prompt_name:
         sys.exit("error: --default-prompt and --default-prompt-name cannot be used together")
