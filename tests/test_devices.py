@@ -387,7 +387,7 @@ needs_router = pytest.mark.skipif(not ROUTER.exists(), reason="text-embeddings-r
 
 def _refusal(*args: str, env: dict | None = None) -> str:
     proc = subprocess.run([str(ROUTER), "--port", "0", *args], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, **(env or {})})
+                          env=env or dict(os.environ))
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert proc.returncode != 0, proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout and len(errors) == 1, proc.stderr
@@ -413,13 +413,13 @@ def test_server_refuses_missing_hardware_in_one_line(args, hint):
 
 @needs_router
 def test_server_refuses_an_unsupported_dtype_in_one_line():
-    assert "Unsupported --dtype 'float64'" in _refusal(env={"DTYPE": "float64"})
+    assert "Unsupported --dtype 'float64'" in _refusal(env={**os.environ, "DTYPE": "float64"})
 
 
-@needs_router
-def test_server_survives_a_torch_npu_without_cann(tmp_path):
-    """torch >= 2.5 autoloads an installed torch_npu inside `import torch`; without CANN that import
-    fails. A fake distribution reproduces it: plain `import torch` breaks, the server does not."""
+@pytest.fixture
+def broken_torch_npu(tmp_path) -> dict:
+    """An installed torch_npu whose import fails as it does without CANN, registered for torch's
+    backend autoload (torch >= 2.5 imports it inside `import torch`). Returns the env to use it."""
     pkg = tmp_path / "torch_npu"
     pkg.mkdir()
     (pkg / "__init__.py").write_text('raise ImportError("libhccl.so: cannot open shared object file")\n')
@@ -427,11 +427,25 @@ def test_server_survives_a_torch_npu_without_cann(tmp_path):
     dist.mkdir()
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: torch_npu\nVersion: 2.13.0\n")
     (dist / "entry_points.txt").write_text("[torch.backends]\ntorch_npu = torch_npu:_autoload\n")
-    env = {"PYTHONPATH": str(tmp_path)}
+    env = {k: v for k, v in os.environ.items() if k != "TORCH_DEVICE_BACKEND_AUTOLOAD"}
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), *sys.path])
     plain = subprocess.run([sys.executable, "-c", "import torch"], capture_output=True, text=True, timeout=120,
-                           env={**os.environ, **env, "TORCH_DEVICE_BACKEND_AUTOLOAD": "1"})
-    assert plain.returncode != 0 and "torch_npu" in plain.stderr
-    message = _refusal("--device", "npu", env=env)
+                           env=env)
+    assert plain.returncode != 0 and "torch_npu" in plain.stderr  # the failure being guarded against
+    return env
+
+
+def test_a_broken_torch_npu_neither_breaks_import_nor_auto(broken_torch_npu):
+    code = ("import sys, tei.app, tei.devices, tei.models.loader; from tei.devices import place; "
+            "assert 'torch_npu' not in sys.modules; print(place(None, None).device)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env=broken_torch_npu)
+    assert proc.returncode == 0 and proc.stdout.strip() == "cpu", proc.stderr
+
+
+@needs_router
+def test_server_refuses_npu_with_a_broken_torch_npu_in_one_line(broken_torch_npu):
+    message = _refusal("--device", "npu", env=broken_torch_npu)
     assert "libhccl.so" in message and "set_env.sh" in message
 
 
@@ -440,3 +454,4 @@ def _real_cuda() -> bool:
         return False  # a CPU-only torch build
     return subprocess.run([sys.executable, "-c", "import torch, sys; sys.exit(not torch.cuda.is_available())"],
                           timeout=120).returncode == 0
+

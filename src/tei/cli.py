@@ -133,9 +133,6 @@ def parse_settings(argv: list[str] | None = None) -> Settings:
 
 
 def main(argv: list[str] | None = None) -> None:
-    # torch >= 2.5 imports installed device plugins (torch_npu) inside `import torch`; a torch_npu
-    # without CANN then breaks torch itself. The device layer imports it only when an NPU is wanted.
-    os.environ.setdefault("TORCH_DEVICE_BACKEND_AUTOLOAD", "0")
     settings = parse_settings(argv)
     if settings.default_prompt and settings.default_prompt_name:
         sys.exit("error: --default-prompt and --default-prompt-name cannot be used together")
