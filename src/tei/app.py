@@ -59,7 +59,7 @@ def build_engine(settings: Settings):
             raise StartupError(f"tokenizer.json not found in {folder}: only fast tokenizers are supported")
         log.info("Maximum number of tokens per request: %d", spec.max_input_length)
         model = Model(spec, placement)
-        log.info("Model backend on %s: %s, %s, attention: %s%s", placement.device, placement.name,
+        log.info("Starting model backend on %s (%s): %s, attention: %s%s", placement.device, placement.name,
                  placement.dtype_name, model.attention, ", torch.compile" if placement.compile else "")
         engine = Engine(
             spec,

@@ -65,6 +65,11 @@ def gear(n: int, floor: int = GEAR_FLOOR) -> int:
     return -(-n // GEAR_STEP) * GEAR_STEP
 
 
+def _chunks(total: int, size: int) -> list[int]:
+    """`total` tokens as sequences of `size`, the last one shorter."""
+    return [size] * (total // size) + ([total % size] if total % size else [])
+
+
 @dataclasses.dataclass(frozen=True)
 class Placement:
     device: torch.device
@@ -131,9 +136,7 @@ class Placement:
         if not self.token_gears:
             return lengths
         total = sum(lengths)
-        extra = gear(total) - total
-        pads = [max_len] * (extra // max_len) + ([extra % max_len] if extra % max_len else [])
-        return lengths + pads
+        return lengths + _chunks(gear(total) - total, max_len)
 
     def warmup_lengths(self, max_tokens: int, max_len: int) -> list[list[int]]:
         """One batch per token gear up to `max_tokens`, so no request compiles a kernel (gears only)."""
@@ -141,7 +144,7 @@ class Placement:
             return []
         batches, n, top = [], GEAR_FLOOR, gear(max_tokens)
         while n <= top:
-            batches.append([max_len] * (n // max_len) + ([n % max_len] if n % max_len else []))
+            batches.append(_chunks(n, max_len))
             n = gear(n + 1)
         return batches
 
@@ -149,20 +152,27 @@ class Placement:
 # ---- device probes: each never raises; `None` means available, a string says why not --------------
 
 
+def _first_line(exc: BaseException) -> str:
+    """Keeps refusals on one line: import errors can carry multi-line messages."""
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
+
+
 def _cuda_problem() -> str | None:
     try:
         if torch.cuda.is_available():
             return None
     except Exception as exc:  # a broken driver raises from inside torch
-        return f"CUDA failed to initialise ({exc})"
+        return f"CUDA failed to initialise ({_first_line(exc)})"
     if torch.version.cuda is None and getattr(torch.version, "hip", None) is None:
         return f"this PyTorch ({torch.__version__}) is a CPU-only build: install a CUDA build of torch"
     return "no NVIDIA GPU is visible (check nvidia-smi and CUDA_VISIBLE_DEVICES)"
 
 
 def _import_torch_npu() -> str | None:
-    """Import the Ascend plugin. Any exception counts: without CANN it fails with ImportError or
-    OSError (libhccl.so, undefined symbols), not only ModuleNotFoundError."""
+    """Import the Ascend plugin, only where it is installed (the import is slow and can't be undone).
+    Any exception counts: without CANN it fails with ImportError or OSError (libhccl.so, undefined
+    symbols), not only ModuleNotFoundError."""
     if not _torch_npu_installed():
         return (
             "the Ascend plugin torch_npu is not installed: install CANN, then `pip install -e .[npu]` "
@@ -172,7 +182,7 @@ def _import_torch_npu() -> str | None:
         importlib.import_module("torch_npu")
     except Exception as exc:
         return (
-            f"torch_npu failed to import ({type(exc).__name__}: {exc}): install the CANN toolkit and kernels "
+            f"torch_npu failed to import ({_first_line(exc)}): install the CANN toolkit and kernels "
             "that match torch-npu, then `source /usr/local/Ascend/ascend-toolkit/set_env.sh`"
         )
     return None
@@ -192,9 +202,11 @@ def visible_npus(value: str | None) -> list[int] | None:
     return ids
 
 
-def _npu_visibility() -> str:
+def _npu_visibility(template: str = " ({})") -> str:
     value = os.environ.get("ASCEND_RT_VISIBLE_DEVICES")
-    return "" if value is None else f" (ASCEND_RT_VISIBLE_DEVICES={value!r} exposes {visible_npus(value)})"
+    if value is None:
+        return ""
+    return template.format(f"ASCEND_RT_VISIBLE_DEVICES={value!r} exposes {visible_npus(value)}")
 
 
 def _npu_problem() -> str | None:
@@ -206,7 +218,7 @@ def _npu_problem() -> str | None:
         if npu is not None and npu.is_available() and npu.device_count() > 0:
             return None
     except Exception as exc:
-        return f"the Ascend runtime failed ({exc}): check the driver with `npu-smi info`"
+        return f"the Ascend runtime failed ({_first_line(exc)}): check the driver with `npu-smi info`"
     return "no Ascend NPU is visible: check `npu-smi info` and ASCEND_RT_VISIBLE_DEVICES" + _npu_visibility()
 
 
@@ -235,17 +247,12 @@ def _torch_npu_installed() -> bool:
     return "torch_npu" in sys.modules or importlib.util.find_spec("torch_npu") is not None
 
 
-def _auto_wanted(kind: str) -> bool:
-    """`auto` only imports torch_npu where it is installed: the import is slow and can't be undone."""
-    return kind != "npu" or _torch_npu_installed()
-
-
 def select_device(requested: str | None) -> torch.device:
     """Resolve `--device`: None/"auto" → the first available of cuda, npu, mps, cpu."""
     spec = (requested or "auto").strip().lower()
     if spec == "auto":
         for kind in AUTO_ORDER:
-            if _auto_wanted(kind) and _PROBES[kind]() is None:
+            if _PROBES[kind]() is None:
                 return _device(kind, None)
         return torch.device("cpu")
     match = _DEVICE_RE.match(spec)
@@ -367,9 +374,9 @@ def select_attention(device: torch.device, dtype: torch.dtype) -> str:
 def _describe(device: torch.device) -> str:
     if device.type == "cuda":
         major, minor = torch.cuda.get_device_capability(device)
-        return f"{torch.cuda.get_device_name(device)} (sm{major}{minor}, CUDA {torch.version.cuda})"
+        return f"{torch.cuda.get_device_name(device)}, sm{major}{minor}, CUDA {torch.version.cuda}"
     if device.type == "npu":
-        return _npu_name(device) + _npu_visibility()
+        return _npu_name(device) + _npu_visibility(", {}")
     if device.type == "mps":
         return "Apple MPS"
     return f"CPU, {CPU_THREADS} threads"

@@ -89,8 +89,10 @@ class Engine:
         Devices that compile per shape then run one batch per shape gear."""
         length = min(self.max_input_length, self.config.max_batch_tokens)
         count = max(1, min(self.config.max_batch_tokens // length, self.config.max_batch_requests or 1 << 30, 64))
-        batches = [[length] * count, *self.model.placement.warmup_lengths(self.config.max_batch_tokens, length)]
-        for lengths in batches:
+        gears = self.model.placement.warmup_lengths(self.config.max_batch_tokens, length)
+        if gears:
+            log.info("Warming up %d shape gears, up to %d tokens", len(gears), sum(gears[-1]))
+        for lengths in [[length] * count, *gears]:
             ids = np.full(sum(lengths), 100, dtype=np.int32)
             self.model.forward(self.model.make_batch(ids, np.zeros_like(ids), lengths))
 
