@@ -48,7 +48,7 @@ def _placement(dtype: str, kernel: str) -> Placement:
         try:
             usable = self_test(kernel, device, DTYPES[dtype])
         except Exception as exc:  # not installed here, or this GPU/torch can't run it
-            pytest.skip(f"{kernel} unavailable: {type(exc).__name__}: {exc}")
+            pytest.skip(f"{kernel} unavailable: {type(exc).__name__}: {str(exc).splitlines()[0][:160]}")
         assert usable, f"{kernel} runs but disagrees with SDPA"
     return Placement(device, DTYPES[dtype], kernel, name="test")
 
