@@ -76,4 +76,5 @@ def self_test(kernel: str, device: torch.device, dtype: torch.dtype) -> bool:
         ref = F.scaled_dot_product_attention(q, k, v).transpose(0, 1)
         worst = max(worst, (out[start : start + n] - ref).abs().max().item())
         start += n
-    return worst < 2e-2  # fp16/bf16 rounding of O(1) values; a wrong layout is off by O(1)
+    # Rounding of O(1) values: ~1e-3 in fp16, ~1e-2 in bf16; a wrong layout or boundary is off by O(1).
+    return worst < 5e-2
