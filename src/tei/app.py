@@ -40,16 +40,15 @@ def setup_logging(settings: Settings) -> None:
 
 def build_engine(settings: Settings):
     """Everything that can fail at start-up, in TEI's order. Raises StartupError with one sentence."""
-    from .devices import DeviceError, configure_cpu_threads, place
+    from .devices import DeviceError, place
     from .engine.engine import Engine, EngineConfig
     from .models.hub import ModelNotFound, resolve_model_dir
     from .models.loader import Model, UnsupportedModel
     from .models.spec import ModelSpecError, read_spec
 
     try:
-        placement = place(settings.device, settings.dtype)
-        if placement.kind == "cpu":
-            configure_cpu_threads()
+        placement = place(settings.device, settings.dtype, compile=settings.torch_compile)
+        placement.activate()
         folder = resolve_model_dir(
             settings.model_id, settings.revision, settings.huggingface_hub_cache, settings.hf_token
         )
@@ -59,9 +58,9 @@ def build_engine(settings: Settings):
         if not tokenizer_file.is_file():
             raise StartupError(f"tokenizer.json not found in {folder}: only fast tokenizers are supported")
         log.info("Maximum number of tokens per request: %d", spec.max_input_length)
-        log.info("Starting model backend on %s (%s, attention: %s)", placement.device, placement.dtype_name,
-                 placement.attention)
         model = Model(spec, placement)
+        log.info("Starting model backend on %s (%s): %s, attention: %s%s", placement.device, placement.name,
+                 placement.dtype_name, model.attention, ", torch.compile" if placement.compile else "")
         engine = Engine(
             spec,
             model,
@@ -94,8 +93,7 @@ def run(settings: Settings) -> int:
     try:
         engine = build_engine(settings)
     except StartupError as exc:
-        log.error("%s", exc)
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {exc}", file=sys.stderr)  # the one line a user needs; no traceback
         return 1
     if settings.grpc:
         from .grpc.server import serve

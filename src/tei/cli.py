@@ -88,6 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add("--grpc-port", type=int, help="Also serve TEI's gRPC API on this port, beside HTTP on --port")
     p.add("--grpc-max-parallel-stream-requests", type=int, default=1024,
           help="Messages of one gRPC stream processed at a time")
+    p.add("--torch-compile", action="store_true", env="TEI_TORCH_COMPILE",
+          help="torch.compile the encoder layers (experimental; off by default)")
     return p
 
 
@@ -130,6 +132,7 @@ def parse_settings(argv: list[str] | None = None) -> Settings:
         prometheus_port=args.prometheus_port,
         cors_allow_origin=tuple(args.cors_allow_origin) if args.cors_allow_origin else None,
         device=args.device,
+        torch_compile=args.torch_compile,
         log_level=os.environ.get("LOG_LEVEL", "info"),
         grpc=args.grpc,
         grpc_port=args.grpc_port,

@@ -85,11 +85,16 @@ class Engine:
         return self.spec.prompts[name]
 
     def warmup(self) -> None:
-        """One forward pass at full batch size, as TEI does: an out-of-memory shows up at start-up."""
+        """One forward pass at full batch size, as TEI does: an out-of-memory shows up at start-up.
+        Devices that compile per shape then run one batch per shape gear."""
         length = min(self.max_input_length, self.config.max_batch_tokens)
         count = max(1, min(self.config.max_batch_tokens // length, self.config.max_batch_requests or 1 << 30, 64))
-        ids = np.full(length * count, 100, dtype=np.int32)
-        self.model.forward(self.model.make_batch(ids, np.zeros_like(ids), [length] * count))
+        gears = self.model.placement.warmup_lengths(self.config.max_batch_tokens, length)
+        if gears:
+            log.info("Warming up %d shape gears, up to %d tokens", len(gears), sum(gears[-1]))
+        for lengths in [[length] * count, *gears]:
+            ids = np.full(sum(lengths), 100, dtype=np.int32)
+            self.model.forward(self.model.make_batch(ids, np.zeros_like(ids), lengths))
 
     def close(self) -> None:
         self.batcher.stop()

@@ -6,6 +6,7 @@ then do no work on padding; only attention needs to know where sequences start a
 from __future__ import annotations
 
 import dataclasses
+import importlib
 
 import torch
 import torch.nn.functional as F
@@ -19,6 +20,7 @@ class PackedBatch:
     cu_seqlens: torch.Tensor  # [B + 1] int32, on the model's device
     lengths: list[int]  # host copy: avoids device syncs when shaping
     max_len: int
+    pad_seqs: int = 0  # trailing filler sequences that only round the shape up (devices.Placement.pad_lengths)
 
     @property
     def num_seqs(self) -> int:
@@ -80,6 +82,7 @@ class AttentionPlan:
         self.batch = batch
         self.uniform = len(set(batch.lengths)) == 1
         self.buckets: list[_Bucket] = []
+        self.varlen = None if kernel == "sdpa" else varlen_kernel(kernel, batch)
         if kernel == "sdpa" and not self.uniform:
             self.buckets = _buckets(batch, batch.cu_seqlens.device)
 
@@ -89,17 +92,8 @@ class AttentionPlan:
         hidden = three_h // 3
         head_dim = hidden // num_heads
         qkv = qkv.view(total, 3, num_heads, head_dim)
-        if self.kernel == "flash_varlen":
-            from flash_attn import flash_attn_varlen_func
-
-            q, k, v = qkv.unbind(1)
-            cu = self.batch.cu_seqlens
-            out = flash_attn_varlen_func(q, k, v, cu, cu, self.batch.max_len, self.batch.max_len)
-            return out.reshape(total, hidden)
-        if self.kernel == "npu_fusion":
-            from .attention_npu import npu_attention
-
-            return npu_attention(qkv, self.batch, num_heads)
+        if self.varlen is not None:
+            return self.varlen(qkv).reshape(total, hidden)
         b, l = self.batch.num_seqs, self.batch.max_len
         if self.uniform:
             # [B, L, 3, nh, hd] → q, k, v as [B, nh, L, hd]
@@ -114,6 +108,12 @@ class AttentionPlan:
             o = o.transpose(1, 2).reshape(bucket.b * bucket.l, hidden)
             out.index_copy_(0, bucket.dest, o if bucket.keep is None else o[bucket.keep])
         return out
+
+
+def varlen_kernel(name: str, batch: PackedBatch):
+    """A device kernel over the packed batch (attention_cuda / attention_npu), set up once per batch."""
+    module = importlib.import_module(".attention_npu" if name.startswith("npu_") else ".attention_cuda", __package__)
+    return module.KERNELS[name](batch)
 
 
 def activation(name: str):
