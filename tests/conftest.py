@@ -48,6 +48,8 @@ def classifier_path(models_dir) -> Path:
 
 @pytest.fixture(scope="session")
 def reranker_server(reranker_path):
+    from server_process import ServerProcess
+
     # A small token budget: a 100-document rerank then takes several forward passes.
     with ServerProcess(
         "--model-id", str(reranker_path), "--served-model-name", "tiny-reranker", "--max-batch-tokens", "1024"
@@ -57,5 +59,7 @@ def reranker_server(reranker_path):
 
 @pytest.fixture(scope="session")
 def classifier_server(classifier_path):
+    from server_process import ServerProcess
+
     with ServerProcess("--model-id", str(classifier_path)) as server:
         yield server
