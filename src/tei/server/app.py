@@ -2,10 +2,14 @@
 from __future__ import annotations
 
 from fastapi import FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
 
 from .. import __version__
 from ..engine.errors import WrongModelType
-from . import errors, routes_openai, routes_tei
+from . import errors, metrics, routes_openai, routes_tei
+from .auth import ApiKeyAuth
+from .limits import PayloadLimit
+from .tracing import RequestSpans
 from .schemas import EmbedRequest, parse_body
 
 
@@ -23,6 +27,8 @@ def create_app(engine, settings) -> FastAPI:
     errors.install(app)
     app.include_router(routes_tei.router)
     app.include_router(routes_openai.router)
+    app.include_router(metrics.router)
+    install_middleware(app, settings)
 
     @app.get("/api-doc/openapi.json", include_in_schema=False)
     async def _openapi_alias():
@@ -37,3 +43,16 @@ def create_app(engine, settings) -> FastAPI:
         raise WrongModelType(f"no default task for a {engine.spec.kind} model yet")
 
     return app
+
+
+def install_middleware(app: FastAPI, settings) -> None:
+    """Outermost first: CORS, auth, payload limit, request span. (Starlette runs the last added first.)"""
+    if settings.otlp_endpoint or (settings.json_output and not settings.disable_spans):
+        app.add_middleware(RequestSpans)
+    app.add_middleware(PayloadLimit, limit=settings.payload_limit)
+    if settings.api_key:
+        app.add_middleware(ApiKeyAuth, api_key=settings.api_key)
+    origins = list(settings.cors_allow_origin or ["*"])
+    # TEI: any origin unless told, GET and POST, and only the content-type header.
+    app.add_middleware(CORSMiddleware, allow_origins=["*"] if "*" in origins else origins,
+                       allow_methods=["GET", "POST"], allow_headers=["content-type"])
