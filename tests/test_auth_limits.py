@@ -253,3 +253,20 @@ def test_cors_allows_only_the_given_origins(server):
 def test_cors_allows_any_origin_by_default(default_server):
     r = _preflight(default_server.url, "https://anywhere.example")
     assert r.status_code == 200 and r.headers["access-control-allow-origin"] == "*"
+
+
+def test_production_flags_read_their_environment_variables(monkeypatch):
+    from tei.cli import parse_settings
+
+    monkeypatch.setenv("API_KEY", "from-env")
+    monkeypatch.setenv("PAYLOAD_LIMIT", "1234")
+    monkeypatch.setenv("CORS_ALLOW_ORIGIN", "https://a.example,https://b.example")
+    monkeypatch.setenv("OTLP_ENDPOINT", "http://127.0.0.1:4317")
+    monkeypatch.setenv("DISABLE_SPANS", "true")
+    s = parse_settings([])
+    assert (s.api_key, s.payload_limit, s.otlp_endpoint, s.disable_spans) == (
+        "from-env", 1234, "http://127.0.0.1:4317", True)
+    assert s.cors_allow_origin == ("https://a.example", "https://b.example")
+    flags = parse_settings(["--api-key", "flag", "--cors-allow-origin", "https://c.example",
+                            "--cors-allow-origin", "https://d.example"])
+    assert flags.api_key == "flag" and flags.cors_allow_origin == ("https://c.example", "https://d.example")

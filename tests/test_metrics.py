@@ -131,6 +131,22 @@ def test_engine_counts_wrong_model_type_whatever_the_transport(models_dir):
         engine.close()
 
 
+def test_histogram_buckets_are_inclusive_and_take_counts():
+    from prometheus_client import CollectorRegistry
+
+    h = metrics.Histogram("te_test_duration", "test", metrics.DURATION_BUCKETS, registry=CollectorRegistry())
+    h.observe(metrics.DURATION_BUCKETS[0])  # on a bound: counted in that bucket (le is inclusive)
+    h.observe(0.004, count=3)
+    h.observe_each([1e9, 0.0])
+    (family,) = h.collect()
+    samples = {(s.name, s.labels.get("le")): s.value for s in family.samples}
+    assert samples[("te_test_duration_bucket", "1.5000000000000002e-05")] == 2  # the bound and 0.0
+    assert samples[("te_test_duration_bucket", "0.004378938903808594")] == 5
+    assert samples[("te_test_duration_bucket", "+Inf")] == 6
+    assert samples[("te_test_duration_count", None)] == 6
+    assert samples[("te_test_duration_sum", None)] == pytest.approx(metrics.DURATION_BUCKETS[0] + 0.012 + 1e9)
+
+
 def test_failure_labels_cover_every_engine_error():
     import asyncio
 

@@ -27,6 +27,17 @@ def _hf_token_from_file() -> str | None:
 class _EnvDefaults(argparse.ArgumentParser):
     """Each flag also reads the upper-snake-case environment variable named after it; the flag wins."""
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.env_lists: dict[str, list[str]] = {}
+
+    def parse_args(self, *args, **kwargs):
+        parsed = super().parse_args(*args, **kwargs)
+        for dest, values in self.env_lists.items():
+            if getattr(parsed, dest) is None:
+                setattr(parsed, dest, values)
+        return parsed
+
     def add(self, *flags: str, env: str | None = None, **kwargs):
         dest = flags[-1].lstrip("-").replace("-", "_")
         env = env or dest.upper()
@@ -36,7 +47,8 @@ class _EnvDefaults(argparse.ArgumentParser):
             if kwargs.get("action") == "store_true":
                 kwargs["default"] = _bool(raw)
             elif kwargs.get("action") == "append":
-                kwargs["default"] = [v for v in raw.split(",") if v]
+                # Not a default: argparse would append the flags to it, and the flags must replace it.
+                self.env_lists[kwargs["dest"]] = [v for v in raw.split(",") if v]
             else:
                 conv = kwargs.get("type", str)
                 kwargs["default"] = conv(raw)

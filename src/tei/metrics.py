@@ -8,12 +8,15 @@ TEI's exporter does: counters without the `_total` suffix and no `_created` samp
 from __future__ import annotations
 
 import asyncio
+import bisect
 import functools
 import http.server
 import inspect
 import threading
 import weakref
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client.metrics_core import HistogramMetricFamily
 from prometheus_client.utils import floatToGoString
 
 from .engine.errors import BatchTooLarge, Overloaded, TokenizerError, ValidationError, WrongModelType
@@ -21,19 +24,60 @@ from .engine.errors import BatchTooLarge, Overloaded, TokenizerError, Validation
 REGISTRY = CollectorRegistry(auto_describe=False)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
-# TEI: every `*duration` histogram has 35 geometric buckets from 15 µs (×1.5 each: up to ~6 hours).
+# TEI: every `*duration` histogram has 35 geometric buckets from 15 µs (×1.5 each: up to ~15 s).
 DURATION_BUCKETS = tuple(1e-5 * 1.5**i for i in range(1, 36))
 BATCH_SIZE_BUCKETS = tuple(float(2**i) for i in range(13))
 BATCH_TOKENS_BUCKETS = tuple(float(2**i) for i in range(21))
 
 
+class Histogram:
+    """A Prometheus histogram that takes one value many times in one call.
+
+    prometheus-client's `observe` takes one value per call and walks the buckets: a 32-input
+    request would pay ~160 calls for its per-item metrics. Here a value costs one bisect, and the
+    per-item means of a request go in with `count=n`."""
+
+    def __init__(self, name: str, documentation: str, buckets, registry=REGISTRY):
+        self.name, self.documentation = name, documentation
+        self._bounds = list(buckets)
+        self._counts = [0] * (len(self._bounds) + 1)  # the last one is +Inf
+        self._sum = 0.0
+        self._lock = threading.Lock()
+        registry.register(self)
+
+    def observe(self, value: float, count: int = 1) -> None:
+        i = bisect.bisect_left(self._bounds, value)  # the first bucket with value <= le
+        with self._lock:
+            self._counts[i] += count
+            self._sum += value * count
+
+    def observe_each(self, values) -> None:
+        with self._lock:
+            for value in values:
+                self._counts[bisect.bisect_left(self._bounds, value)] += 1
+                self._sum += value
+
+    def collect(self):
+        with self._lock:
+            counts, total = list(self._counts), self._sum
+        cumulative, buckets = 0, []
+        for bound, n in zip([*map(floatToGoString, self._bounds), "+Inf"], counts):
+            cumulative += n
+            buckets.append((bound, cumulative))
+        yield HistogramMetricFamily(self.name, self.documentation, buckets=buckets, sum_value=total)
+
+
 def _duration(name: str, doc: str) -> Histogram:
-    return Histogram(name, doc, buckets=DURATION_BUCKETS, registry=REGISTRY)
+    return Histogram(name, doc, DURATION_BUCKETS)
 
 
 REQUEST_COUNT = Counter("te_request_count", "Requests received", ["method"], registry=REGISTRY)
 REQUEST_SUCCESS = Counter("te_request_success", "Requests answered successfully", ["method"], registry=REGISTRY)
 REQUEST_FAILURE = Counter("te_request_failure", "Failed requests by cause", ["err"], registry=REGISTRY)
+_METHODS = ("single", "batch")
+# Label lookups cost more than the increments: the hot path uses these children directly.
+_COUNT = {method: REQUEST_COUNT.labels(method) for method in _METHODS}
+_SUCCESS = {method: REQUEST_SUCCESS.labels(method) for method in _METHODS}
 REQUEST_DURATION = _duration("te_request_duration", "End-to-end request time in seconds")
 REQUEST_TOKENIZATION = _duration("te_request_tokenization_duration", "Tokenization time per request (mean per item)")
 REQUEST_QUEUE = _duration("te_request_queue_duration", "Queue time per request (mean per item)")
@@ -51,10 +95,8 @@ for _family in ("embed", "predict"):
         _duration(f"te_{_family}_inference_duration", f"{_family} inference time per item"),
     )
 
-BATCH_SIZE = Histogram("te_batch_next_size", "Sequences per formed batch", buckets=BATCH_SIZE_BUCKETS,
-                       registry=REGISTRY)
-BATCH_TOKENS = Histogram("te_batch_next_tokens", "Tokens per formed batch (unpadded)", buckets=BATCH_TOKENS_BUCKETS,
-                         registry=REGISTRY)
+BATCH_SIZE = Histogram("te_batch_next_size", "Sequences per formed batch", BATCH_SIZE_BUCKETS)
+BATCH_TOKENS = Histogram("te_batch_next_tokens", "Tokens per formed batch (unpadded)", BATCH_TOKENS_BUCKETS)
 QUEUE_SIZE = Gauge("te_queue_size", "Sequences waiting in the queue", registry=REGISTRY)
 _input_length: Histogram | None = None
 
@@ -69,8 +111,7 @@ def configure(max_input_length: int, batcher) -> None:
     if _input_length is not None:
         REGISTRY.unregister(_input_length)
     buckets = [float(2**i) for i in range(20) if 2**i <= max_input_length] or [1.0]
-    _input_length = Histogram("te_request_input_length", "Tokens per item after truncation", buckets=buckets,
-                              registry=REGISTRY)
+    _input_length = Histogram("te_request_input_length", "Tokens per item after truncation", buckets)
     ref = weakref.ref(batcher)
     QUEUE_SIZE.set_function(lambda: float(b.queue_size) if (b := ref()) is not None else 0.0)
 
@@ -94,14 +135,14 @@ def items_received(kind: str, n: int) -> None:
 def items_done(kind: str, lengths, usage) -> None:
     """Every item of a request succeeded. `usage` holds the request's per-item means."""
     _, success, total, tokenization, queue, inference = _ITEM_FAMILIES[_family(kind)]
-    success.inc(len(lengths))
-    for length in lengths:
-        total.observe(usage.total_time)
-        tokenization.observe(usage.tokenization_time)
-        queue.observe(usage.queue_time)
-        inference.observe(usage.inference_time)
-        if _input_length is not None:
-            _input_length.observe(length)
+    n = len(lengths)
+    success.inc(n)
+    total.observe(usage.total_time, n)
+    tokenization.observe(usage.tokenization_time, n)
+    queue.observe(usage.queue_time, n)
+    inference.observe(usage.inference_time, n)
+    if _input_length is not None:
+        _input_length.observe_each(lengths)
 
 
 # ---- request level: the Engine's public operations, whatever the transport ---------------------
@@ -126,7 +167,7 @@ def failure_label(exc: BaseException) -> str:
 
 
 def request_received(method: str) -> None:
-    REQUEST_COUNT.labels(method).inc()
+    _COUNT[method].inc()
 
 
 def request_failed(exc: BaseException) -> None:
@@ -134,7 +175,7 @@ def request_failed(exc: BaseException) -> None:
 
 
 def request_succeeded(method: str, usage) -> None:
-    REQUEST_SUCCESS.labels(method).inc()
+    _SUCCESS[method].inc()
     REQUEST_DURATION.observe(usage.total_time)
     REQUEST_TOKENIZATION.observe(usage.tokenization_time)
     REQUEST_QUEUE.observe(usage.queue_time)
@@ -162,7 +203,7 @@ def metered(items: str | None):
                     raise
             given = kwargs[items] if items in kwargs else args[position]
             method = "single" if len(given) == 1 else "batch"
-            REQUEST_COUNT.labels(method).inc()
+            _COUNT[method].inc()
             try:
                 result = await fn(self, *args, **kwargs)
             except BaseException as exc:
