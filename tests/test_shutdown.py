@@ -71,19 +71,23 @@ def test_sigint_exits_0(models_dir):
 @pytest.fixture(scope="module")
 def faulty(models_dir):
     """A real HTTP server over a real Engine whose model raises on batches holding a marker token,
-    or on every batch while `state["broken"]` is set. One sequence per batch, so a failing batch
-    holds exactly the marker request."""
+    returns garbage (a wrong output shape) for another, and raises on every batch while
+    `state["broken"]` is set. One sequence per batch, so a failing batch holds exactly its request."""
     folder = tiny_embedder(models_dir)
     engine = engine_for(folder, max_batch_requests=1, max_batch_tokens=1024)
     marker = engine.tokenizers.main.token_to_id("explode")
-    assert marker is not None
+    garbage = engine.tokenizers.main.token_to_id("garbage")
+    assert marker is not None and garbage is not None
     state = {"broken": False}
     forward = engine.model.forward
 
     def failing_forward(batch, want_hidden=False):
         if state["broken"] or bool((batch.input_ids == marker).any()):
             raise RuntimeError("injected fault")
-        return forward(batch, want_hidden)
+        out = forward(batch, want_hidden)
+        if bool((batch.input_ids == garbage).any()):
+            out.pooled = out.pooled[:, :3]
+        return out
 
     engine.model.forward = failing_forward
     app = create_app(engine, Settings(model_id=str(folder), device="cpu", max_batch_requests=1))
@@ -141,3 +145,14 @@ def test_health_is_503_while_the_backend_is_broken(faulty):
             state["broken"] = False
         assert http.get("/health").status_code == 200 and http.get("/health").content == b""
         assert http.post("/embed", json={"inputs": "hi"}).status_code == 200
+
+
+def test_a_model_answering_garbage_fails_its_batch_and_serving_goes_on(faulty):
+    """The failure comes after the forward pass, where the inference thread hands out results."""
+    server, _ = faulty
+    with httpx.Client(base_url=server.url, timeout=60) as http:
+        r = http.post("/embed", json={"inputs": "garbage"})
+        assert r.status_code == 424 and r.json()["error_type"] == "Backend"
+        assert r.json()["error"].startswith("Backend error: inference failed:")
+        for _ in range(3):
+            assert http.post("/embed", json={"inputs": "fine"}).status_code == 200
