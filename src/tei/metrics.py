@@ -203,7 +203,7 @@ def metered(items: str | None):
                     raise
             given = kwargs[items] if items in kwargs else args[position]
             method = "single" if len(given) == 1 else "batch"
-            _COUNT[method].inc()
+            request_received(method)
             try:
                 result = await fn(self, *args, **kwargs)
             except BaseException as exc:

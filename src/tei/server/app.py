@@ -9,8 +9,8 @@ from ..engine.errors import WrongModelType
 from . import errors, metrics, routes_openai, routes_tei
 from .auth import ApiKeyAuth
 from .limits import PayloadLimit
-from .tracing import RequestSpans
 from .schemas import EmbedRequest, parse_body
+from .tracing import RequestSpans
 
 
 def create_app(engine, settings) -> FastAPI:

@@ -14,14 +14,15 @@ class PayloadLimit:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        declared = None
+        declared, chunked = None, False
         for name, value in scope["headers"]:
             if name == b"content-length":
                 declared = int(value)  # the HTTP parser has already refused a malformed length
-                break
-        if declared is not None:
-            if declared > self.limit:
-                return await self._refuse(scope, receive, send)
+            elif name == b"transfer-encoding":
+                chunked = True
+        if declared is not None and declared > self.limit:
+            return await self._refuse(scope, receive, send)
+        if not chunked:  # a declared length within the limit, or no body at all
             return await self.app(scope, receive, send)
         # Chunked upload: no length up front. Read it here, up to the limit, then hand it on.
         chunks, size = [], 0
