@@ -30,7 +30,9 @@ KEY = "fuzz-key"
 ANY_CHAR = st.characters(min_codepoint=0, max_codepoint=0x10FFFF, exclude_categories=())
 TEXT = st.text(ANY_CHAR, max_size=60) | st.text(st.sampled_from("ab cd-é漢字😀 \n\ud800\udc00"), max_size=400)
 WORDS = st.lists(st.sampled_from(["alpha", "beta", "gamma", "delta", "tea", "x", "42", "über", "漢"]), max_size=80)
-SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# Derandomized: CI runs the same examples every time, so a red run is a regression, not luck. To
+# explore, drop `derandomize` and raise max_examples (3000 random examples per test ran clean).
+SETTINGS = settings(max_examples=150, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 
 
 @pytest.fixture(scope="module")
@@ -110,8 +112,9 @@ def test_pairs_fit_and_keep_the_query_when_it_fits(pool, unlimited, query, doc, 
     ids = list(out[0].ids)
     assert len(ids) <= LIMIT
     alone = unlimited.encode([query], TokenizeOptions(truncate=False))[0].ids if query else [101, 102]
-    if strategy == "only_second" and len(alone) < LIMIT and query:
-        assert ids[:len(alone)] == list(alone)  # [CLS] query [SEP] untouched; the document was cut
+    # With room for the closing [SEP] and one document token, the query stays whole: the document is cut.
+    if strategy == "only_second" and len(alone) + 2 <= LIMIT and query:
+        assert ids[:len(alone)] == list(alone)
 
 
 @SETTINGS
@@ -165,7 +168,7 @@ def engine(models_dir):
     e.close()
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=60, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(inputs=st.lists(TEXT | st.lists(st.integers(-2, 31_000), max_size=30), max_size=6),
        truncate=st.none() | st.booleans(), direction=st.sampled_from(["right", "left"]),
        dimensions=st.none() | st.integers(-2, 80), normalize=st.booleans())
