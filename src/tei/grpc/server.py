@@ -495,9 +495,9 @@ async def stop(server: grpc.aio.Server, health: HealthServicer) -> None:
 
 def start_metrics_listener(settings) -> None:
     """The separate Prometheus listener TEI's gRPC builds open on --prometheus-port."""
-    from prometheus_client import start_http_server
+    from ..metrics import start_prometheus_listener
 
-    start_http_server(settings.prometheus_port, addr=settings.hostname)
+    start_prometheus_listener(settings.prometheus_port, settings.hostname)
     log.info("Serving Prometheus metrics: %s", _address(settings.hostname, settings.prometheus_port))
 
 
