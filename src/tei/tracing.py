@@ -47,6 +47,10 @@ def setup(endpoint: str, service_name: str = DEFAULT_SERVICE_NAME) -> None:
     log.info("Exporting traces to %s as %s", endpoint, service_name)
 
 
+def enabled() -> bool:
+    return tracer is not None
+
+
 def shutdown() -> None:
     """Flush the spans still buffered (called on the way out)."""
     global tracer, _provider
