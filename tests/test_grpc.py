@@ -24,6 +24,7 @@ import pytest
 import torch
 from engine_util import cosine
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from otlp_collector import collector  # noqa: F401 (fixture)
 from server_process import ServerProcess, free_port
 from tei_client import GrpcClient
 from tei_client.models import ClassificationTuple
@@ -596,3 +597,25 @@ def test_settings_read_grpc_flags_and_env(monkeypatch):
     monkeypatch.setenv("GRPC_MAX_PARALLEL_STREAM_REQUESTS", "7")
     settings = parse_settings([])
     assert (settings.grpc, settings.grpc_port, settings.grpc_max_parallel_stream_requests) == (True, 50052, 7)
+
+
+def test_calls_are_traced_with_the_callers_parent(classifier_dir, collector):
+    trace_id, parent_id = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"
+    server = GrpcServer("--model-id", str(classifier_dir), "--otlp-endpoint", collector.endpoint).start()
+    try:
+        stubs = Stubs(server.target)
+        traceparent = (("traceparent", f"00-{trace_id}-{parent_id}-01"),)
+        stubs.predict.Predict(pb.PredictRequest(inputs="traced"), metadata=traceparent, timeout=TIMEOUT)
+        replies = stubs.predict.PredictStream(iter([pb.PredictRequest(inputs="a"), pb.PredictRequest(inputs="b")]),
+                                              timeout=TIMEOUT)
+        assert len(list(replies)) == 2
+    finally:
+        assert server.stop() == 0, server.output()  # a graceful stop flushes the spans
+    spans = [span for _, span in collector.spans]
+    (unary,) = [s for s in spans if s.name == "tei.v1.Predict/Predict"]
+    assert unary.trace_id.hex() == trace_id and unary.parent_span_id.hex() == parent_id
+    assert unary.kind == unary.SPAN_KIND_SERVER
+    assert {s.name for s in spans if s.parent_span_id == unary.span_id} == {"tokenization", "queue", "inference"}
+    (stream,) = [s for s in spans if s.name == "tei.v1.Predict/PredictStream"]
+    phases = [s.name for s in spans if s.parent_span_id == stream.span_id]
+    assert sorted(phases) == sorted(["tokenization", "queue", "inference"] * 2)  # one set per message

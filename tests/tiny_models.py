@@ -38,10 +38,33 @@ def _config(arch: str, **extra):
 
 
 def _copy_tokenizer(folder: Path) -> None:
-    src = Path(default_model_path())
+    try:
+        src = Path(default_model_path())
+    except ImportError:  # the bundled-model package is missing (the bare GPU test box)
+        _write_wordpiece_tokenizer(folder)
+        return
     for name in TOKENIZER_FILES:
         if (src / name).is_file():
             shutil.copy(src / name, folder / name)
+
+
+def _write_wordpiece_tokenizer(folder: Path) -> None:
+    """A lower-casing BERT WordPiece tokenizer over the test texts' words and characters."""
+    import json
+    import string
+
+    from tokenizers import BertWordPieceTokenizer
+    from texts import TEXTS
+
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    chars = sorted(set("".join(TEXTS).lower()) | set(string.ascii_lowercase + string.digits + string.punctuation))
+    words = sorted({w.strip(string.punctuation) for w in " ".join(TEXTS).lower().split()} - {""})
+    vocab = list(dict.fromkeys(specials + chars + ["##" + c for c in chars] + words))
+    BertWordPieceTokenizer({t: i for i, t in enumerate(vocab)}, lowercase=True).save(str(folder / "tokenizer.json"))
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    config = {"tokenizer_class": "BertTokenizer", "do_lower_case": True, "model_max_length": 512,
+              **dict(zip(["pad_token", "unk_token", "cls_token", "sep_token", "mask_token"], specials))}
+    (folder / "tokenizer_config.json").write_text(json.dumps(config), encoding="utf-8")
 
 
 def _randomize(model, seed: int) -> None:

@@ -1,36 +1,60 @@
 """Start-up: settings → device → model folder → spec → weights → engine → warm-up → HTTP server."""
 from __future__ import annotations
 
+import functools
 import logging
+import os
+import signal
 import sys
 import time
 
+from . import tracing
 from .settings import Settings
 
 log = logging.getLogger("tei")
 
+_LEVELS = {"WARNING": "WARN", "CRITICAL": "ERROR"}  # tracing's level names, as TEI prints them
+_PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-class _JsonFormatter(logging.Formatter):
+
+@functools.lru_cache(maxsize=256)
+def _short_path(path: str) -> str:
+    return os.path.relpath(path, _PACKAGE_ROOT) if path.startswith(_PACKAGE_ROOT) else path
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line with TEI's fields; `span`/`spans` name the request being served."""
+
+    def __init__(self, spans: bool = True):
+        super().__init__()
+        self.spans = spans
+
     def format(self, record: logging.LogRecord) -> str:
         import orjson
 
-        return orjson.dumps(
-            {
-                "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-                + f".{int(record.msecs):03d}Z",
-                "level": record.levelname,
-                "message": record.getMessage(),
-                "target": record.name,
-                "filename": record.pathname,
-                "line_number": record.lineno,
-            }
-        ).decode()
+        line = {
+            "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": _LEVELS.get(record.levelname, record.levelname),
+            "message": record.getMessage(),
+            "target": record.name,
+            "filename": _short_path(record.pathname),
+            "line_number": record.lineno,
+        }
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        if self.spans:
+            span = tracing.log_fields()
+            if span is not None:
+                line["span"] = span
+                line["spans"] = [span]
+        return orjson.dumps(line, default=str).decode()
 
 
 def setup_logging(settings: Settings) -> None:
     handler = logging.StreamHandler(sys.stderr)
     if settings.json_output:
-        handler.setFormatter(_JsonFormatter())
+        handler.setFormatter(JsonFormatter(spans=not settings.disable_spans))
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)5s %(name)s: %(message)s"))
     root = logging.getLogger()
@@ -40,16 +64,15 @@ def setup_logging(settings: Settings) -> None:
 
 def build_engine(settings: Settings):
     """Everything that can fail at start-up, in TEI's order. Raises StartupError with one sentence."""
-    from .devices import DeviceError, configure_cpu_threads, on_fresh_thread, place
+    from .devices import DeviceError, place
     from .engine.engine import Engine, EngineConfig
     from .models.hub import ModelNotFound, resolve_model_dir
     from .models.loader import Model, UnsupportedModel
     from .models.spec import ModelSpecError, read_spec
 
     try:
-        placement = place(settings.device, settings.dtype)
-        if placement.kind == "cpu":
-            configure_cpu_threads()
+        placement = place(settings.device, settings.dtype, compile=settings.torch_compile)
+        placement.activate()
         folder = resolve_model_dir(
             settings.model_id, settings.revision, settings.huggingface_hub_cache, settings.hf_token
         )
@@ -59,9 +82,9 @@ def build_engine(settings: Settings):
         if not tokenizer_file.is_file():
             raise StartupError(f"tokenizer.json not found in {folder}: only fast tokenizers are supported")
         log.info("Maximum number of tokens per request: %d", spec.max_input_length)
-        log.info("Starting model backend on %s (%s, attention: %s)", placement.device, placement.dtype_name,
-                 placement.attention)
-        model = on_fresh_thread(Model, spec, placement)
+        model = placement.build(Model, spec, placement)
+        log.info("Starting model backend on %s (%s): %s, attention: %s%s", placement.device, placement.name,
+                 placement.dtype_name, model.attention, ", torch.compile" if placement.compile else "")
         engine = Engine(
             spec,
             model,
@@ -91,59 +114,73 @@ class StartupError(RuntimeError):
 def run(settings: Settings) -> int:
     setup_logging(settings)
     log.info("Args %s", _redacted(settings))
+    if settings.otlp_endpoint:
+        tracing.setup(settings.otlp_endpoint, settings.otlp_service_name)
     try:
         engine = build_engine(settings)
     except StartupError as exc:
-        log.error("%s", exc)
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {exc}", file=sys.stderr)  # the one line a user needs; no traceback
+        tracing.shutdown()
         return 1
-    if settings.grpc:
-        from .grpc.server import serve
+    try:
+        if settings.grpc:
+            from .grpc.server import serve
 
-        try:
             return serve(engine, settings)
-        finally:
-            engine.close()
+        from .server.app import create_app
 
+        serve_http(create_app(engine, settings), engine, settings)
+        return 0
+    finally:
+        engine.close()
+        tracing.shutdown()
+
+
+GRACEFUL_SHUTDOWN_S = 30
+
+
+def serve_http(app, engine, settings: Settings) -> None:
+    """Serve until SIGTERM or SIGINT, then stop accepting, let in-flight requests finish (up to
+    GRACEFUL_SHUTDOWN_S) and return, so the process exits 0."""
     import uvicorn
 
-    from .server.app import create_app
+    class Server(uvicorn.Server):
+        async def startup(self, sockets=None):
+            await super().startup(sockets)
+            if self.started:
+                log.info("Ready")  # some tools wait for this line, as with TEI
 
-    app = create_app(engine, settings)
+        def handle_exit(self, sig, frame):
+            if not self.should_exit:
+                log.info("Received %s: finishing in-flight requests, then exiting", signal.Signals(sig).name)
+            super().handle_exit(sig, frame)
+
     log.info("Starting HTTP server: %s:%d", settings.hostname, settings.port)
     config = uvicorn.Config(
         app,
         host=settings.hostname,
         port=settings.port,
         log_level="warning",
+        log_config=None,  # uvicorn's records go through our handler (JSON lines with --json-output)
         access_log=False,
         loop="auto",
         http="auto",
-        timeout_graceful_shutdown=30,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
     )
-    server = uvicorn.Server(config)
+    # uvicorn re-raises the signal it caught once it has drained; with the default handlers that
+    # would kill the process (exit 143) after a clean shutdown. Handlers that do nothing keep exit 0.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _ignore)
+    server = Server(config)
     if settings.grpc_port is not None:
         from .grpc.server import attach
 
         attach(server, engine, settings)
-    _announce_ready(server)
-    try:
-        server.run()
-    finally:
-        engine.close()
-    return 0
+    server.run()
 
 
-def _announce_ready(server) -> None:
-    """Log "Ready" once the socket listens: some tools wait for that line, as with TEI."""
-    original = server.startup
-
-    async def startup(*args, **kwargs):
-        await original(*args, **kwargs)
-        if server.started:
-            log.info("Ready")
-
-    server.startup = startup
+def _ignore(signum, frame) -> None:
+    pass
 
 
 def _redacted(settings: Settings) -> str:

@@ -27,6 +27,17 @@ def _hf_token_from_file() -> str | None:
 class _EnvDefaults(argparse.ArgumentParser):
     """Each flag also reads the upper-snake-case environment variable named after it; the flag wins."""
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.env_lists: dict[str, list[str]] = {}
+
+    def parse_args(self, *args, **kwargs):
+        parsed = super().parse_args(*args, **kwargs)
+        for dest, values in self.env_lists.items():
+            if getattr(parsed, dest) is None:
+                setattr(parsed, dest, values)
+        return parsed
+
     def add(self, *flags: str, env: str | None = None, **kwargs):
         dest = flags[-1].lstrip("-").replace("-", "_")
         env = env or dest.upper()
@@ -36,7 +47,8 @@ class _EnvDefaults(argparse.ArgumentParser):
             if kwargs.get("action") == "store_true":
                 kwargs["default"] = _bool(raw)
             elif kwargs.get("action") == "append":
-                kwargs["default"] = [v for v in raw.split(",") if v]
+                # Not a default: argparse would append the flags to it, and the flags must replace it.
+                self.env_lists[kwargs["dest"]] = [v for v in raw.split(",") if v]
             else:
                 conv = kwargs.get("type", str)
                 kwargs["default"] = conv(raw)
@@ -74,20 +86,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add("--uds-path", default="/tmp/text-embeddings-inference-server",
           help="Unix socket of TEI's Python backend (unused: this server is Python)")
     p.add("--huggingface-hub-cache", help="Hugging Face cache folder for downloads")
-    p.add("--payload-limit", type=int, default=2_000_000, help=f"Maximum request body in bytes {NOT_YET}")
-    p.add("--api-key", help=f"Require `Authorization: Bearer <key>` {NOT_YET}")
+    p.add("--payload-limit", type=int, default=2_000_000, help="Maximum request body in bytes; larger bodies get 413")
+    p.add("--api-key", help="Require `Authorization: Bearer <key>` on every route but health, metrics and docs")
     p.add("--json-output", action="store_true", help="Log as JSON lines")
-    p.add("--disable-spans", action="store_true", help=f"Omit span fields from JSON logs {NOT_YET}")
-    p.add("--otlp-endpoint", help=f"OpenTelemetry OTLP/gRPC endpoint {NOT_YET}")
+    p.add("--disable-spans", action="store_true", help="Omit the span fields from JSON logs")
+    p.add("--otlp-endpoint", help="OpenTelemetry OTLP/gRPC endpoint for traces, e.g. http://localhost:4317")
     p.add("--otlp-service-name", default="text-embeddings-inference.server", help="OpenTelemetry service.name")
-    p.add("--prometheus-port", type=int, default=9000, help=f"Separate Prometheus port {NOT_YET}")
-    p.add("--cors-allow-origin", action="append", help=f"Allowed CORS origin, repeatable {NOT_YET}")
+    p.add("--prometheus-port", type=int, default=9000, help="Prometheus port of the gRPC mode (HTTP serves /metrics on the main port, as TEI does)")
+    p.add("--cors-allow-origin", action="append", help="Allowed CORS origin, repeatable; any origin when unset")
     p.add("--device", help="auto (default), cpu, cuda, cuda:N, npu, npu:N or mps")
     p.add("--grpc", action="store_true",
           help="Serve TEI's gRPC API on --port instead of HTTP (as TEI's -grpc images), metrics on --prometheus-port")
     p.add("--grpc-port", type=int, help="Also serve TEI's gRPC API on this port, beside HTTP on --port")
     p.add("--grpc-max-parallel-stream-requests", type=int, default=1024,
           help="Messages of one gRPC stream processed at a time")
+    p.add("--torch-compile", action="store_true", env="TEI_TORCH_COMPILE",
+          help="torch.compile the encoder layers (experimental; off by default)")
     return p
 
 
@@ -130,6 +144,7 @@ def parse_settings(argv: list[str] | None = None) -> Settings:
         prometheus_port=args.prometheus_port,
         cors_allow_origin=tuple(args.cors_allow_origin) if args.cors_allow_origin else None,
         device=args.device,
+        torch_compile=args.torch_compile,
         log_level=os.environ.get("LOG_LEVEL", "info"),
         grpc=args.grpc,
         grpc_port=args.grpc_port,

@@ -1,13 +1,24 @@
-"""Device and dtype selection: the one place that knows which hardware we run on.
+"""Device, dtype and attention-kernel selection: the one place that knows which hardware we run on.
 
 Everything else asks this module for a `Placement` and never checks `device.type` itself.
+
+`--device auto` tries cuda, then npu (Huawei Ascend through `torch_npu`), then mps, then cpu. An
+explicit device that is missing stops start-up with a `DeviceError`: one sentence saying what to
+install or change. Only `auto` falls back.
 """
 from __future__ import annotations
 
 import dataclasses
+import importlib
+import importlib.util
+import logging
 import os
+import re
+import sys
 
 import torch
+
+log = logging.getLogger(__name__)
 
 
 class DeviceError(RuntimeError):
@@ -24,12 +35,49 @@ DTYPES = {
     "bfloat16": torch.bfloat16,
 }
 
+AUTO_ORDER = ("cuda", "npu", "mps", "cpu")
+DEVICE_HELP = "use auto, cpu, cuda, cuda:N, npu, npu:N or mps"
+_DEVICE_RE = re.compile(r"^(cpu|cuda|npu|mps)(?::(\d+))?$")
+
+# Packed-attention kernels, fastest first per device; the first whose probe passes wins.
+# "sdpa" (length-bucketed padding, models/packed.py) runs everywhere and is the fallback.
+CUDA_KERNELS = ("flash_attn", "torch_varlen", "torch_nested", "sdpa")
+# Head sizes a kernel takes, as (multiple of, at most): flash kernels 8/256; Ascend FlashAttentionScore
+# up to 768; prompt-flash 512, 32-byte aligned.
+_HEAD_DIMS = {
+    "flash_attn": (8, 256),
+    "torch_varlen": (8, 256),
+    "torch_nested": (8, 256),
+    "npu_fusion": (1, 768),
+    "npu_prompt": (16, 512),
+}
+
+# Shape gears for graph-compiling backends (Ascend): every forward pass is padded up to one of a
+# few token counts, so kernels compile once per gear instead of once per batch shape.
+GEAR_FLOOR = 16
+GEAR_STEP = 1024  # powers of two up to this, then multiples of it
+
+
+def gear(n: int, floor: int = GEAR_FLOOR) -> int:
+    """Smallest gear >= n: powers of two from `floor` up to GEAR_STEP, then multiples of GEAR_STEP."""
+    if n <= GEAR_STEP:
+        return max(floor, 1 << max(0, n - 1).bit_length())
+    return -(-n // GEAR_STEP) * GEAR_STEP
+
+
+def _chunks(total: int, size: int) -> list[int]:
+    """`total` tokens as sequences of `size`, the last one shorter."""
+    return [size] * (total // size) + ([total % size] if total % size else [])
+
 
 @dataclasses.dataclass(frozen=True)
 class Placement:
     device: torch.device
     dtype: torch.dtype
-    attention: str  # "sdpa" | "flash_varlen" | "npu_fusion"
+    attention: str  # "sdpa" | "flash_attn" | "torch_varlen" | "torch_nested" | "npu_fusion" | "npu_prompt"
+    token_gears: bool = False  # pad batches to shape gears (backends that compile per shape)
+    compile: bool = False  # torch.compile the encoder layers (off unless measured faster)
+    name: str = ""  # the hardware, for logs
 
     @property
     def kind(self) -> str:
@@ -38,6 +86,12 @@ class Placement:
     @property
     def dtype_name(self) -> str:
         return next(k for k, v in DTYPES.items() if v == self.dtype)
+
+    @property
+    def onednn_linear(self) -> bool:
+        """Linear layers through oneDNN with fused epilogues (models/linear.py); torch.compile fuses
+        on its own and cannot trace oneDNN's packed weights."""
+        return not self.compile and onednn_linear(self.device, self.dtype)
 
     @property
     def preferred_batch_tokens(self) -> int | None:
@@ -55,6 +109,34 @@ class Placement:
         if torch.get_num_threads() != want:
             torch.set_num_threads(want)
 
+    def activate(self) -> None:
+        """Process-wide setup before any weight reaches the device."""
+        if self.kind == "cpu":
+            configure_cpu_threads()
+        elif self.kind == "cuda":
+            torch.cuda.set_device(self.device)
+        elif self.kind == "npu":
+            npu = torch.npu  # type: ignore[attr-defined]
+            npu.set_device(self.device.index or 0)
+            if hasattr(npu, "set_compile_mode"):
+                # Precompiled binary kernels: the default on A2/A3 but not on 310P/910A, where every
+                # new input shape would otherwise compile online for tens of seconds.
+                npu.set_compile_mode(jit_compile=False)
+
+    def build(self, fn, *args):
+        """Run start-up tensor work (weight conversion and reordering) where it leaves no trace.
+
+        On CPU, on a thread that then exits: libgomp gives each thread that opens an OpenMP region a
+        worker pool of its own, kept until that thread exits, and a pool left on the main thread next
+        to the inference thread's makes it count more threads than cores and park its workers between
+        regions (a one-sentence forward then took 9.8 ms instead of 4.1; all-MiniLM-L6-v2, 2 cores)."""
+        if self.kind != "cpu":
+            return fn(*args)
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(1, thread_name_prefix="startup") as pool:
+            return pool.submit(fn, *args).result()
+
     def synchronize(self) -> None:
         if self.kind == "cuda":
             torch.cuda.synchronize(self.device)
@@ -63,93 +145,189 @@ class Placement:
         elif self.kind == "mps":
             torch.mps.synchronize()
 
+    def kernel_for(self, head_dim: int) -> str:
+        """The attention kernel for a model with this head size: SDPA where the fast one can't."""
+        multiple, most = _HEAD_DIMS.get(self.attention, (1, head_dim))
+        return self.attention if head_dim % multiple == 0 and head_dim <= most else "sdpa"
 
-def _npu_available() -> bool:
-    # torch_npu is optional: importing it without CANN breaks torch, so only try when asked for or
-    # when the environment looks like an Ascend host.
-    if getattr(torch, "npu", None) is not None and hasattr(torch.npu, "is_available"):
-        try:
-            return bool(torch.npu.is_available())
-        except Exception:
-            return False
-    return False
+    def pad_lengths(self, lengths: list[int], max_len: int) -> list[int]:
+        """Sequence lengths of the forward pass: the real ones, then (with gears) padding sequences of
+        at most `max_len` tokens that fill the batch up to its gear. Callers drop their outputs."""
+        if not self.token_gears:
+            return lengths
+        total = sum(lengths)
+        return lengths + _chunks(gear(total) - total, max_len)
+
+    def warmup_lengths(self, max_tokens: int, max_len: int) -> list[list[int]]:
+        """One batch per token gear up to `max_tokens`, so no request compiles a kernel (gears only)."""
+        if not self.token_gears:
+            return []
+        batches, n, top = [], GEAR_FLOOR, gear(max_tokens)
+        while n <= top:
+            batches.append(_chunks(n, max_len))
+            n = gear(n + 1)
+        return batches
 
 
-def _mps_available() -> bool:
+# ---- device probes: each never raises; `None` means available, a string says why not --------------
+
+
+def _first_line(exc: BaseException) -> str:
+    """Keeps refusals on one line: import errors can carry multi-line messages."""
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
+
+
+def _cuda_problem() -> str | None:
+    try:
+        if torch.cuda.is_available():
+            return None
+    except Exception as exc:  # a broken driver raises from inside torch
+        return f"CUDA failed to initialise ({_first_line(exc)})"
+    if torch.version.cuda is None and getattr(torch.version, "hip", None) is None:
+        return f"this PyTorch ({torch.__version__}) is a CPU-only build: install a CUDA build of torch"
+    return "no NVIDIA GPU is visible (check nvidia-smi and CUDA_VISIBLE_DEVICES)"
+
+
+def _import_torch_npu() -> str | None:
+    """Import the Ascend plugin, only where it is installed (the import is slow and can't be undone).
+    Any exception counts: without CANN it fails with ImportError or OSError (libhccl.so, undefined
+    symbols), not only ModuleNotFoundError."""
+    if not _torch_npu_installed():
+        return (
+            "the Ascend plugin torch_npu is not installed: install CANN, then `pip install -e .[npu]` "
+            f"(torch-npu {torch.__version__.split('+')[0]}, matching this torch)"
+        )
+    try:
+        importlib.import_module("torch_npu")
+    except Exception as exc:
+        return (
+            f"torch_npu failed to import ({_first_line(exc)}): install the CANN toolkit and kernels "
+            "that match torch-npu, then `source /usr/local/Ascend/ascend-toolkit/set_env.sh`"
+        )
+    return None
+
+
+def visible_npus(value: str | None) -> list[int] | None:
+    """The NPU ids `ASCEND_RT_VISIBLE_DEVICES` exposes, read as CANN reads it: ascending, comma-separated
+    logical ids, and parsing stops at the first entry that breaks the rule (so "1, 2" is just [1]).
+    None when the variable is unset: every NPU is visible."""
+    if value is None:
+        return None
+    ids: list[int] = []
+    for part in value.split(","):
+        if not part.isdigit() or (ids and int(part) <= ids[-1]):
+            break
+        ids.append(int(part))
+    return ids
+
+
+def _npu_visibility(template: str = " ({})") -> str:
+    value = os.environ.get("ASCEND_RT_VISIBLE_DEVICES")
+    if value is None:
+        return ""
+    return template.format(f"ASCEND_RT_VISIBLE_DEVICES={value!r} exposes {visible_npus(value)}")
+
+
+def _npu_problem() -> str | None:
+    problem = _import_torch_npu()
+    if problem:
+        return problem
+    npu = getattr(torch, "npu", None)
+    try:
+        if npu is not None and npu.is_available() and npu.device_count() > 0:
+            return None
+    except Exception as exc:
+        return f"the Ascend runtime failed ({_first_line(exc)}): check the driver with `npu-smi info`"
+    return "no Ascend NPU is visible: check `npu-smi info` and ASCEND_RT_VISIBLE_DEVICES" + _npu_visibility()
+
+
+def _mps_problem() -> str | None:
     mps = getattr(torch.backends, "mps", None)
-    return bool(mps is not None and mps.is_available())
+    try:
+        if mps is not None and mps.is_available():
+            return None
+    except Exception:
+        pass
+    return "Apple MPS is not available (it needs an Apple-silicon Mac with macOS 12.3+ and a torch build with MPS)"
+
+
+_PROBES = {"cuda": _cuda_problem, "npu": _npu_problem, "mps": _mps_problem, "cpu": lambda: None}
+
+
+def _count(kind: str) -> int:
+    if kind == "cuda":
+        return torch.cuda.device_count()
+    if kind == "npu":
+        return torch.npu.device_count()  # type: ignore[attr-defined]
+    return 1
+
+
+def _torch_npu_installed() -> bool:
+    return "torch_npu" in sys.modules or importlib.util.find_spec("torch_npu") is not None
 
 
 def select_device(requested: str | None) -> torch.device:
-    """Resolve `--device` (None/"auto" → cuda, then npu, then mps, then cpu)."""
-    if requested in (None, "", "auto"):
-        if torch.cuda.is_available():
-            return torch.device("cuda", torch.cuda.current_device())
-        if os.environ.get("ASCEND_RT_VISIBLE_DEVICES") or os.path.isdir("/usr/local/Ascend"):
-            if _import_torch_npu(quiet=True) and _npu_available():
-                return torch.device("npu", 0)
-        if _mps_available():
-            return torch.device("mps")
+    """Resolve `--device`: None/"auto" → the first available of cuda, npu, mps, cpu."""
+    spec = (requested or "auto").strip().lower()
+    if spec == "auto":
+        for kind in AUTO_ORDER:
+            if _PROBES[kind]() is None:
+                return _device(kind, None)
         return torch.device("cpu")
-    try:
-        dev = torch.device(requested)
-    except (RuntimeError, ValueError):
-        # torch only knows "npu" once torch_npu registered it.
-        if requested.split(":")[0] == "npu":
-            _import_torch_npu(quiet=False)
-            dev = torch.device(requested)
-        else:
-            raise DeviceError(
-                f"Unknown device '{requested}': use auto, cpu, cuda, cuda:N, npu, npu:N or mps."
-            ) from None
-    if dev.type == "cpu":
-        return dev
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise DeviceError(
-                "--device cuda was requested but this PyTorch build has no CUDA device available: "
-                "install a CUDA build of torch on a machine with an NVIDIA GPU, or use --device cpu."
-            )
-        index = 0 if dev.index is None else dev.index
-        if index >= torch.cuda.device_count():
-            raise DeviceError(
-                f"--device {requested} was requested but only {torch.cuda.device_count()} CUDA device(s) are visible."
-            )
-        return torch.device("cuda", index)
-    if dev.type == "npu":
-        _import_torch_npu(quiet=False)
-        if not _npu_available():
-            raise DeviceError(
-                "--device npu was requested but no Ascend NPU is visible: check the CANN driver, "
-                "`npu-smi info` and ASCEND_RT_VISIBLE_DEVICES, or use --device cpu."
-            )
-        index = 0 if dev.index is None else dev.index
-        count = torch.npu.device_count()  # type: ignore[attr-defined]
-        if index >= count:
-            raise DeviceError(f"--device {requested} was requested but only {count} NPU(s) are visible.")
-        return torch.device("npu", index)
-    if dev.type == "mps":
-        if not _mps_available():
-            raise DeviceError("--device mps was requested but Apple MPS is not available on this machine.")
-        return dev
-    raise DeviceError(f"Unsupported device '{requested}': use auto, cpu, cuda, cuda:N, npu, npu:N or mps.")
-
-
-def _import_torch_npu(quiet: bool) -> bool:
-    try:
-        import torch_npu  # noqa: F401
-    except Exception as exc:  # ImportError, or CANN libraries missing
-        if quiet:
-            return False
+    match = _DEVICE_RE.match(spec)
+    if match is None:
+        raise DeviceError(f"Unknown device '{requested}': {DEVICE_HELP}.")
+    kind, index = match.group(1), match.group(2)
+    problem = _PROBES[kind]()
+    if problem:
+        raise DeviceError(f"--device {requested} cannot be used: {problem}.")
+    index = None if index is None else int(index)
+    if index is not None and kind in ("cpu", "mps") and index != 0:
+        raise DeviceError(f"--device {requested}: {kind} has only device 0.")
+    if index is not None and kind in ("cuda", "npu") and index >= _count(kind):
+        where = _npu_visibility() if kind == "npu" else ""
         raise DeviceError(
-            "--device npu needs the Ascend PyTorch plugin: install CANN, then `pip install -e .[npu]` "
-            f"(torch-npu matching torch {torch.__version__.split('+')[0]}); import failed with: {exc}"
-        ) from None
-    return True
+            f"--device {requested} cannot be used: only {_count(kind)} {kind.upper()} device(s) are visible{where}."
+        )
+    return _device(kind, index)
+
+
+def _device(kind: str, index: int | None) -> torch.device:
+    if kind == "cuda":
+        return torch.device("cuda", torch.cuda.current_device() if index is None else index)
+    if kind == "npu":
+        _register_npu_name()
+        return torch.device("npu", index or 0)
+    return torch.device(kind)
+
+
+def _register_npu_name() -> None:
+    """torch_npu names PyTorch's PrivateUse1 backend "npu"; make sure the name parses either way."""
+    if torch._C._get_privateuse1_backend_name() != "npu":
+        torch.utils.rename_privateuse1_backend("npu")
+
+
+# ---- dtype ----------------------------------------------------------------------------------------
 
 
 def default_dtype(device: torch.device) -> torch.dtype:
     return torch.float16 if device.type in ("cuda", "npu") else torch.float32
+
+
+def _bf16_problem(device: torch.device) -> str | None:
+    if device.type == "mps":
+        return "Apple MPS does not support bfloat16 here: use --dtype float16 or float32"
+    if device.type == "cuda":
+        if not torch.cuda.is_bf16_supported():
+            name = torch.cuda.get_device_name(device)
+            return f"{name} has no native bfloat16 (it needs compute capability 8.0+): use --dtype float16"
+    if device.type == "npu":
+        npu = torch.npu  # type: ignore[attr-defined]
+        supported = npu.is_bf16_supported() if hasattr(npu, "is_bf16_supported") else not _is_310(device)
+        if not supported:
+            return f"{_npu_name(device)} has no bfloat16 (Atlas 300I/310P cards): use --dtype float16"
+    return None
 
 
 def resolve_dtype(device: torch.device, requested: str | None) -> torch.dtype:
@@ -158,26 +336,37 @@ def resolve_dtype(device: torch.device, requested: str | None) -> torch.dtype:
     if requested not in DTYPES:
         raise DeviceError(f"Unsupported --dtype '{requested}': use float32, float16 or bfloat16.")
     dtype = DTYPES[requested]
-    if dtype == torch.bfloat16 and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise DeviceError("--dtype bfloat16 is not supported by this GPU: use --dtype float16.")
-    if dtype == torch.bfloat16 and device.type == "mps":
-        raise DeviceError("--dtype bfloat16 is not supported on Apple MPS: use float32 or float16.")
+    if dtype == torch.bfloat16:
+        problem = _bf16_problem(device)
+        if problem:
+            raise DeviceError(f"--dtype bfloat16 cannot be used: {problem}.")
     return dtype
 
 
-def _flash_attn_available() -> bool:
+# ---- attention kernel -----------------------------------------------------------------------------
+
+
+def _npu_name(device: torch.device) -> str:
     try:
-        import flash_attn  # noqa: F401
+        return str(torch.npu.get_device_name(device.index or 0))  # type: ignore[attr-defined]
     except Exception:
-        return False
-    return True
+        return "Ascend NPU"
 
 
-def select_attention(device: torch.device, dtype: torch.dtype) -> str:
-    if device.type == "cuda" and dtype in (torch.float16, torch.bfloat16) and _flash_attn_available():
-        return "flash_varlen"
-    if device.type == "npu":
+def _is_310(device: torch.device) -> bool:
+    return _npu_name(device).startswith("Ascend310")
+
+
+def _npu_kernel(device: torch.device, dtype: torch.dtype) -> str:
+    """By SoC: 910B (A2) and 910_93 (A3) have the varlen FlashAttentionScore op; 310P cards only the
+    prompt-flash op, in fp16; other chips (910A, unknown) run SDPA."""
+    import torch_npu
+
+    name = _npu_name(device)
+    if name.startswith(("Ascend910B", "Ascend910_93")) and hasattr(torch_npu, "npu_fusion_attention"):
         return "npu_fusion"
+    if name.startswith("Ascend310P") and dtype == torch.float16 and hasattr(torch_npu, "npu_prompt_flash_attention"):
+        return "npu_prompt"
     return "sdpa"
 
 
@@ -195,23 +384,49 @@ def onednn_linear(device: torch.device, dtype: torch.dtype) -> bool:
     return False
 
 
-def place(requested_device: str | None, requested_dtype: str | None) -> Placement:
+def _cuda_kernel_works(kernel: str, device: torch.device, dtype: torch.dtype) -> bool:
+    """Run the kernel once on a tiny ragged batch and check it against per-sequence SDPA."""
+    if dtype not in (torch.float16, torch.bfloat16):
+        return False  # the varlen flash kernels are half-precision only
+    try:
+        from .models.attention_cuda import self_test
+
+        return self_test(kernel, device, dtype)
+    except Exception as exc:
+        log.debug("Attention kernel %s unavailable: %s", kernel, exc)
+        return False
+
+
+def select_attention(device: torch.device, dtype: torch.dtype) -> str:
+    if device.type == "cuda":
+        return next(k for k in CUDA_KERNELS if k == "sdpa" or _cuda_kernel_works(k, device, dtype))
+    if device.type == "npu":
+        return _npu_kernel(device, dtype)
+    return "sdpa"
+
+
+def _describe(device: torch.device) -> str:
+    if device.type == "cuda":
+        major, minor = torch.cuda.get_device_capability(device)
+        return f"{torch.cuda.get_device_name(device)}, sm{major}{minor}, CUDA {torch.version.cuda}"
+    if device.type == "npu":
+        return _npu_name(device) + _npu_visibility(", {}")
+    if device.type == "mps":
+        return "Apple MPS"
+    return f"CPU, {CPU_THREADS} threads"
+
+
+def place(requested_device: str | None, requested_dtype: str | None, compile: bool = False) -> Placement:
     device = select_device(requested_device)
     dtype = resolve_dtype(device, requested_dtype)
-    return Placement(device=device, dtype=dtype, attention=select_attention(device, dtype))
-
-
-def on_fresh_thread(fn, *args):
-    """Run start-up tensor work (weight conversion and reordering) on a thread that then exits.
-
-    libgomp gives each thread that opens an OpenMP region a worker pool of its own and keeps it until
-    that thread exits. A pool left on the main thread next to the inference thread's makes libgomp
-    count more threads than cores and park its workers between regions: a one-sentence forward on
-    the inference thread then took 9.8 ms instead of 4.1 (all-MiniLM-L6-v2, 2 cores)."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(1, thread_name_prefix="startup") as pool:
-        return pool.submit(fn, *args).result()
+    return Placement(
+        device=device,
+        dtype=dtype,
+        attention=select_attention(device, dtype),
+        token_gears=device.type == "npu",
+        compile=compile,
+        name=_describe(device),
+    )
 
 
 def configure_cpu_threads(num_threads: int | None = None) -> None:

@@ -39,6 +39,7 @@ class Settings:
     prometheus_port: int = 9000
     cors_allow_origin: tuple[str, ...] | None = None
     device: str | None = None
+    torch_compile: bool = False
     log_level: str = "info"
     grpc: bool = False  # serve gRPC instead of HTTP on `port`
     grpc_port: int | None = None  # serve gRPC on this port as well as HTTP on `port`

@@ -162,10 +162,20 @@ class Batcher:
                     future.set_exception(exc)
                 continue
             if batch:
-                self._execute(batch)
+                try:
+                    self._execute(batch)
+                except Exception as exc:  # this thread must outlive any batch, or later requests would hang
+                    self._fail(batch, exc)
                 if self._trim is not None and time.monotonic() - self._last_trim > TRIM_EVERY_S:
                     self._trim(0)
                     self._last_trim = time.monotonic()
+
+    def _fail(self, batch: list[_Item], exc: Exception) -> None:
+        log.exception("Inference failed for a batch of %d sequences", len(batch))
+        self.healthy = False
+        error = BackendError(f"inference failed: {exc}")
+        for it in batch:
+            it.job.fail(error)
 
     def _execute(self, batch: list[_Item]) -> None:
         start = time.perf_counter()
@@ -184,11 +194,7 @@ class Batcher:
             out = self.model.forward(packed, want_hidden=want_hidden)
             self.healthy = True
         except Exception as exc:  # a broken batch fails its own requests, never the server
-            log.exception("Inference failed for a batch of %d sequences", len(batch))
-            self.healthy = False
-            error = BackendError(f"inference failed: {exc}")
-            for it in batch:
-                it.job.fail(error)
+            self._fail(batch, exc)
             return
         elapsed = time.perf_counter() - start
         offset = 0

@@ -9,6 +9,7 @@ from typing import Sequence
 
 import numpy as np
 
+from .. import metrics, tracing
 from ..models.loader import Model
 from ..models.spec import ModelSpec
 from .batcher import EMBED, EMBED_ALL, PREDICT, Batcher, Job
@@ -65,7 +66,8 @@ class Engine:
             self.max_input_length = config.max_batch_tokens
         self.default_prompt = self._resolve_default_prompt()
         self.tokenizers = TokenizerPool(tokenizer_json, config.tokenization_workers, self.max_input_length)
-        self.batcher = Batcher(model, config.max_batch_tokens, config.max_batch_requests)
+        self.batcher = Batcher(model, config.max_batch_tokens, config.max_batch_requests, metrics.BatchObserver())
+        metrics.configure(self.max_input_length, self.batcher)
         self._permits = config.max_concurrent_requests
 
     # ---- lifecycle --------------------------------------------------------------------------
@@ -85,11 +87,17 @@ class Engine:
         return self.spec.prompts[name]
 
     def warmup(self) -> None:
-        """One forward pass at full batch size, as TEI does: an out-of-memory shows up at start-up."""
+        """One forward pass at full batch size, as TEI does: an out-of-memory shows up at start-up.
+        Devices that compile per shape then run one batch per shape gear."""
         length = min(self.max_input_length, self.config.max_batch_tokens)
         count = max(1, min(self.config.max_batch_tokens // length, self.config.max_batch_requests or 1 << 30, 64))
-        ids = np.full(length * count, 100, dtype=np.int32)
-        self.batcher.call(lambda: self.model.forward(self.model.make_batch(ids, np.zeros_like(ids), [length] * count)))
+        gears = self.model.placement.warmup_lengths(self.config.max_batch_tokens, length)
+        if gears:
+            log.info("Warming up %d shape gears, up to %d tokens", len(gears), sum(gears[-1]))
+        for lengths in [[length] * count, *gears]:
+            ids = np.full(sum(lengths), 100, dtype=np.int32)
+            # On the inference thread, as all tensor work (Batcher.call says why).
+            self.batcher.call(lambda: self.model.forward(self.model.make_batch(ids, np.zeros_like(ids), lengths)))
 
     def close(self) -> None:
         self.batcher.stop()
@@ -125,6 +133,7 @@ class Engine:
         """Admit, tokenize, queue, wait: the path every model call takes."""
         start = time.perf_counter()
         n = len(inputs)
+        metrics.items_received(kind, n)
         if n > self._permits:
             raise Overloaded()
         self._permits -= n
@@ -143,6 +152,9 @@ class Engine:
             inference_time=job.inference_time / n,
             total_time=time.perf_counter() - start,
         )
+        metrics.items_done(kind, [len(e.ids) for e in encoded], usage)
+        if tracing.tracer is not None:
+            tracing.record_phases(start, tokenized, usage)
         return Result(job.output, usage)
 
     def _submit(self, kind: str, encoded: list[Encoded]) -> Job:
@@ -164,6 +176,7 @@ class Engine:
 
     # ---- operations -------------------------------------------------------------------------
 
+    @metrics.metered("inputs")
     async def embed(
         self,
         inputs: Sequence[Input],
@@ -192,6 +205,7 @@ class Engine:
         result.values = vectors
         return result
 
+    @metrics.metered("inputs")
     async def embed_all(
         self,
         inputs: Sequence[Input],
@@ -204,6 +218,7 @@ class Engine:
         opts = TokenizeOptions(self._truncate(truncate), truncation_direction, self._prompt(prompt_name))
         return await self._run(EMBED_ALL, inputs, opts)
 
+    @metrics.metered("inputs")
     async def predict(
         self,
         inputs: Sequence[Input],
@@ -225,6 +240,7 @@ class Engine:
         batch size: FastGPT and Dify send every retrieved chunk in one rerank call."""
         return max(self.config.max_client_batch_size, self.config.max_concurrent_requests)
 
+    @metrics.metered("texts")
     async def rerank(
         self,
         query: str,
@@ -264,11 +280,13 @@ class Engine:
             raise BackendError("score is NaN")
         return values
 
+    @metrics.metered(None)
     async def tokenize(self, texts: Sequence[str], add_special_tokens: bool = True, prompt_name: str | None = None):
         self._check_batch(len(texts))
         prompt = self._prompt(prompt_name)
         return await self.tokenizers.run(self.tokenizers.tokenize, texts, add_special_tokens, prompt)
 
+    @metrics.metered(None)
     async def decode(self, batches: Sequence[Sequence[int]], skip_special_tokens: bool = True) -> list[str]:
         self._check_batch(len(batches))
         for ids in batches:

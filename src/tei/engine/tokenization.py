@@ -95,13 +95,13 @@ class TokenizerPool:
             encodings = self._encode_grouped(tok, texts)
         except Exception as exc:  # tokenizers raises plain Exceptions
             if not (opts.truncate and pairs and opts.pair_strategy != "longest_first"):
-                raise TokenizerError(str(exc)) from None
+                raise _encode_error(exc, texts) from None
             # The query alone exceeds the limit: cutting only the document cannot help.
             tok.enable_truncation(limit, strategy="longest_first", direction=opts.direction)
             try:
                 encodings = self._encode_grouped(tok, texts)
             except Exception as exc2:
-                raise TokenizerError(str(exc2)) from None
+                raise _encode_error(exc2, texts) from None
         out = []
         for enc, n in zip(encodings, chars):
             ids = np.asarray(enc.ids, dtype=np.int32)
@@ -139,7 +139,7 @@ class TokenizerPool:
                 if not opts.truncate:
                     raise self._too_many_chars(n)
                 half = self.max_chars // 2
-                first, second = first[:half], second[:half]
+                first, second = _keep(first, half, opts.direction), _keep(second, half, opts.direction)
             return (first, second), n
         if isinstance(item, list):  # token ids
             if not item:
@@ -160,7 +160,7 @@ class TokenizerPool:
         if n > self.max_chars:
             if not opts.truncate:
                 raise self._too_many_chars(n)
-            item = item[: self.max_chars]
+            item = _keep(item, self.max_chars, opts.direction)
         return (opts.prompt + item if opts.prompt else item), n
 
     def _too_many_chars(self, n: int) -> ValidationError:
@@ -178,7 +178,10 @@ class TokenizerPool:
             if len(text) > self.max_chars:
                 raise self._too_many_chars(len(text))
             full = prompt + text if prompt else text
-            enc = tok.encode(full, add_special_tokens=add_special_tokens)
+            try:
+                enc = tok.encode(full, add_special_tokens=add_special_tokens)
+            except Exception as exc:  # tokenizers raises plain Exceptions
+                raise _encode_error(exc, [full]) from None
             raw = full.encode("utf-8")
             char_to_byte = _char_to_byte_offsets(full)
             tokens = []
@@ -206,6 +209,23 @@ class TokenizerPool:
             if any(i < 0 or i >= vocab for i in ids):
                 raise ValidationError(f"token ids must be in [0, {vocab})")
         return tok.decode_batch([list(ids) for ids in batches], skip_special_tokens=skip_special_tokens)
+
+
+def _keep(text: str, n: int, direction: str) -> str:
+    """The first n characters, or the last n when truncating on the left (that side is dropped)."""
+    return text[-n:] if direction == "left" else text[:n]
+
+
+def _encode_error(exc: Exception, texts: Sequence) -> ValidationError | TokenizerError:
+    """A lone surrogate (JSON `"\\ud800"` decodes to one) is text Python holds but UTF-8 cannot
+    carry, so tokenizers refuses it: that is bad input, not a tokenizer failure."""
+    for text in texts:
+        for part in text if isinstance(text, tuple) else (text,):
+            try:
+                part.encode("utf-8")
+            except UnicodeEncodeError as bad:
+                return ValidationError(f"`inputs` must be valid Unicode: unpaired surrogate at character {bad.start}")
+    return TokenizerError(str(exc))
 
 
 def _size(inputs: Sequence[Input]) -> int:

@@ -25,7 +25,7 @@ from grpc_health.v1 import health as grpc_health
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from .. import __version__
+from .. import __version__, tracing
 from ..engine import scores
 from ..engine.errors import BackendError, EmptyInput, EngineError, Overloaded, ValidationError, WrongModelType
 from ..server.responses import compute_headers
@@ -421,6 +421,41 @@ async def _deny(request, context):
     await context.abort(grpc.StatusCode.UNAUTHENTICATED, "No valid auth token")
 
 
+class TracingInterceptor(grpc.aio.ServerInterceptor):
+    """With --otlp-endpoint: one server span per tei.v1 call (a `traceparent` in the metadata makes the
+    caller's span its parent); the engine's tokenization, queue and inference spans nest under it."""
+
+    async def intercept_service(self, continuation, details):
+        handler = await continuation(details)
+        if handler is None or not details.method.startswith(f"/{PACKAGE}."):
+            return handler
+        method = details.method.lstrip("/")
+        metadata = [(k, v) for k, v in details.invocation_metadata or () if isinstance(v, str)]
+        streaming = (handler.request_streaming, handler.response_streaming)
+        behavior = {
+            (False, False): handler.unary_unary,
+            (False, True): handler.unary_stream,
+            (True, False): handler.stream_unary,
+            (True, True): handler.stream_stream,
+        }[streaming]
+        if handler.response_streaming:
+
+            async def traced(request, context):
+                with tracing.request_span(method, metadata, **{"rpc.system": "grpc"}):
+                    async for reply in behavior(request, context):
+                        yield reply
+
+        else:
+
+            async def traced(request, context):
+                with tracing.request_span(method, metadata, **{"rpc.system": "grpc"}):
+                    return await behavior(request, context)
+
+        return ApiKeyInterceptor._HANDLERS[streaming](
+            traced, request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer
+        )
+
+
 class HealthServicer(grpc_health.aio.HealthServicer):
     """grpc.health.v1. Asking about a model service (or the server, "") runs the same tiny forward as
     HTTP /health and updates the model services' status from it."""
@@ -458,7 +493,9 @@ def _address(host: str, port: int) -> str:
 
 async def start(engine, settings, port: int) -> tuple[grpc.aio.Server, HealthServicer]:
     """Build and start the gRPC server on `port` in the running event loop. Raises OSError if it cannot bind."""
-    interceptors = [ApiKeyInterceptor(settings.api_key)] if settings.api_key else []
+    interceptors: list[grpc.aio.ServerInterceptor] = [ApiKeyInterceptor(settings.api_key)] if settings.api_key else []
+    if tracing.enabled():
+        interceptors.append(TracingInterceptor())
     # No SO_REUSEPORT: a port another server holds must fail here, not share traffic silently.
     server = grpc.aio.server(interceptors=interceptors, options=[("grpc.so_reuseport", 0)])
     servicer = TeiServicer(engine, settings)
@@ -495,9 +532,9 @@ async def stop(server: grpc.aio.Server, health: HealthServicer) -> None:
 
 def start_metrics_listener(settings) -> None:
     """The separate Prometheus listener TEI's gRPC builds open on --prometheus-port."""
-    from prometheus_client import start_http_server
+    from ..metrics import start_prometheus_listener
 
-    start_http_server(settings.prometheus_port, addr=settings.hostname)
+    start_prometheus_listener(settings.prometheus_port, settings.hostname)
     log.info("Serving Prometheus metrics: %s", _address(settings.hostname, settings.prometheus_port))
 
 

@@ -13,8 +13,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..devices import onednn_linear
-
 # config `hidden_act` → (eager function, oneDNN post-op, oneDNN algorithm)
 ACTIVATIONS = {
     "gelu": (F.gelu, "gelu", "none"),
@@ -42,14 +40,18 @@ class Linear(nn.Module):
         super().__init__()
         self.out_features, self.in_features = weight.shape
         self.activation = check_activation(activation) if activation else None
-        self.onednn = onednn_linear(weight.device, weight.dtype)
-        if self.onednn:
-            # The blocked copy replaces the plain weight: one copy of the weights in memory.
-            self.weight = torch.ops.mkldnn._reorder_linear_weight(weight.detach().contiguous(), None)
-            self.bias = None if bias is None else bias.detach().contiguous()
-        else:
-            self.weight = nn.Parameter(weight, requires_grad=False)
-            self.bias = None if bias is None else nn.Parameter(bias, requires_grad=False)
+        self.weight = nn.Parameter(weight, requires_grad=False)
+        self.bias = None if bias is None else nn.Parameter(bias, requires_grad=False)
+        self.onednn = False
+
+    def use_onednn(self) -> None:
+        """Switch to oneDNN (where devices.Placement.onednn_linear says so). The weight is reordered
+        into oneDNN's blocked layout once, and that copy replaces the plain one."""
+        weight, bias = self.weight.detach().contiguous(), self.bias
+        del self.weight, self.bias  # plain attributes from here: a oneDNN tensor cannot be a Parameter
+        self.weight = torch.ops.mkldnn._reorder_linear_weight(weight, None)
+        self.bias = None if bias is None else bias.detach().contiguous()
+        self.onednn = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.onednn:
@@ -75,3 +77,11 @@ def concatenated(*parts: tuple[torch.Tensor, torch.Tensor | None]) -> Linear:
     weight = torch.cat([w for w, _ in parts], 0)
     bias = None if parts[0][1] is None else torch.cat([b for _, b in parts], 0)
     return Linear(weight, bias)
+
+
+def use_onednn(*modules: nn.Module | None) -> None:
+    """Move every Linear inside these modules to oneDNN."""
+    for module in modules:
+        for layer in module.modules() if module is not None else ():
+            if isinstance(layer, Linear):
+                layer.use_onednn()

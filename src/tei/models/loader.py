@@ -10,7 +10,7 @@ from torch import nn
 
 from ..devices import Placement
 from . import bert, distilbert
-from .linear import Linear
+from .linear import Linear, use_onednn
 from .packed import PackedBatch, pool
 from .spec import DenseSpec, ModelSpec
 from .weights import Weights, load_state_dict
@@ -63,34 +63,46 @@ class Model:
         self.placement = placement
         weights = Weights(load_state_dict(spec.folder), arch.PREFIXES, placement.dtype, placement.device)
         classifier = spec.kind != "embedding"
-        self.encoder, self.head = arch.build(weights, spec.config, placement.attention, classifier)
+        cfg = spec.config
+        self.hidden_size = int(cfg.get("hidden_size", cfg.get("dim")))
+        heads = int(cfg.get("num_attention_heads", cfg.get("n_heads", 1)))
+        self.attention = placement.kernel_for(self.hidden_size // heads)
+        self.encoder, self.head = arch.build(weights, spec.config, self.attention, classifier)
         self.dense = nn.ModuleList(Dense(d, placement) for d in spec.dense)
         self.encoder.eval()
-        cfg = spec.config
-        hidden = cfg.get("hidden_size", cfg.get("dim"))
-        self.hidden_size = int(hidden)
+        if placement.onednn_linear:
+            use_onednn(self.encoder, self.head, self.dense)
+        if placement.compile:
+            for layer in self.encoder.layers:
+                layer.compile(dynamic=True)
         self.output_size = spec.dense[-1].out_features if spec.dense else self.hidden_size
 
     @torch.inference_mode()
     def forward(self, batch: PackedBatch, want_hidden: bool = False) -> ModelOutput:
         self.placement.prepare_forward(len(batch.input_ids))
         hidden = self.encoder(batch)
+        real = batch.num_seqs - batch.pad_seqs
         out = ModelOutput()
         if self.head is not None:
-            cls = pool(hidden, batch, "cls")
+            cls = pool(hidden, batch, "cls")[:real]
             out.logits = self.head(cls).float().cpu().numpy()
             return out
-        pooled = pool(hidden, batch, self.spec.pooling).to(self.placement.dtype)
+        pooled = pool(hidden, batch, self.spec.pooling)[:real].to(self.placement.dtype)
         for layer in self.dense:
             pooled = layer(pooled)
         out.pooled = pooled.float().cpu().numpy()
         if want_hidden:
-            out.hidden = hidden.float().cpu().numpy()
+            out.hidden = hidden[: sum(batch.lengths[:real])].float().cpu().numpy()
         return out
 
     def make_batch(self, ids: np.ndarray, type_ids: np.ndarray, lengths: list[int]) -> PackedBatch:
         """Host arrays → device tensors; positions restart at `position_offset` for each sequence."""
         device = self.placement.device
+        padded = self.placement.pad_lengths(list(lengths), max(lengths))
+        pad_seqs = len(padded) - len(lengths)
+        if pad_seqs:
+            filler = np.zeros(sum(padded) - len(ids), dtype=ids.dtype)
+            ids, type_ids, lengths = np.concatenate([ids, filler]), np.concatenate([type_ids, filler]), padded
         cu = np.zeros(len(lengths) + 1, dtype=np.int32)
         np.cumsum(lengths, out=cu[1:])
         starts = np.repeat(cu[:-1], lengths)
@@ -102,4 +114,5 @@ class Model:
             cu_seqlens=torch.from_numpy(cu).to(device, non_blocking=True),
             lengths=list(lengths),
             max_len=max(lengths),
+            pad_seqs=pad_seqs,
         )

@@ -6,6 +6,7 @@ then do no work on padding; only attention needs to know where sequences start a
 from __future__ import annotations
 
 import dataclasses
+import importlib
 
 import torch
 import torch.nn.functional as F
@@ -19,6 +20,7 @@ class PackedBatch:
     cu_seqlens: torch.Tensor  # [B + 1] int32, on the model's device
     lengths: list[int]  # host copy: avoids device syncs when shaping
     max_len: int
+    pad_seqs: int = 0  # trailing filler sequences that only round the shape up (devices.Placement.pad_lengths)
 
     @property
     def num_seqs(self) -> int:
@@ -53,6 +55,7 @@ class AttentionPlan:
     def __init__(self, batch: PackedBatch, kernel: str):
         self.kernel = kernel
         self.batch = batch
+        self.varlen = None if kernel == "sdpa" else varlen_kernel(kernel, batch)
         self.runs = _runs(batch.lengths) if kernel == "sdpa" else []
 
     def attend(self, qkv: torch.Tensor, num_heads: int) -> torch.Tensor:
@@ -61,17 +64,8 @@ class AttentionPlan:
         hidden = three_h // 3
         head_dim = hidden // num_heads
         qkv = qkv.view(total, 3, num_heads, head_dim)
-        if self.kernel == "flash_varlen":
-            from flash_attn import flash_attn_varlen_func
-
-            q, k, v = qkv.unbind(1)
-            cu = self.batch.cu_seqlens
-            out = flash_attn_varlen_func(q, k, v, cu, cu, self.batch.max_len, self.batch.max_len)
-            return out.reshape(total, hidden)
-        if self.kernel == "npu_fusion":
-            from .attention_npu import npu_attention
-
-            return npu_attention(qkv, self.batch, num_heads)
+        if self.varlen is not None:
+            return self.varlen(qkv).reshape(total, hidden)
         if len(self.runs) == 1:
             return self._sdpa(qkv, *self.runs[0]).reshape(total, hidden)
         out = qkv.new_empty(total, num_heads, head_dim)
@@ -86,6 +80,12 @@ class AttentionPlan:
         _, _, heads, dim = qkv.shape
         q, k, v = qkv.reshape(count, length, 3, heads, dim).permute(2, 0, 3, 1, 4).unbind(0)
         return F.scaled_dot_product_attention(q, k, v).transpose(1, 2)
+
+
+def varlen_kernel(name: str, batch: PackedBatch):
+    """A device kernel over the packed batch (attention_cuda / attention_npu), set up once per batch."""
+    module = importlib.import_module(".attention_npu" if name.startswith("npu_") else ".attention_cuda", __package__)
+    return module.KERNELS[name](batch)
 
 
 def pool(hidden: torch.Tensor, batch: PackedBatch, mode: str) -> torch.Tensor:

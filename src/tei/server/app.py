@@ -2,11 +2,15 @@
 from __future__ import annotations
 
 from fastapi import FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
 
 from .. import __version__
-from . import errors, routes_openai, routes_rerank, routes_tei
+from . import errors, metrics, routes_openai, routes_rerank, routes_tei
+from .auth import ApiKeyAuth
+from .limits import PayloadLimit
 from .schemas import EmbedRequest, read_json, validate
 from .schemas_rerank import PredictRequest, RerankRequest
+from .tracing import RequestSpans
 
 
 def create_app(engine, settings) -> FastAPI:
@@ -24,6 +28,8 @@ def create_app(engine, settings) -> FastAPI:
     app.include_router(routes_tei.router)
     app.include_router(routes_openai.router)
     app.include_router(routes_rerank.router)
+    app.include_router(metrics.router)
+    install_middleware(app, settings)
 
     @app.get("/api-doc/openapi.json", include_in_schema=False)
     async def _openapi_alias():
@@ -43,3 +49,16 @@ def create_app(engine, settings) -> FastAPI:
         return await routes_rerank.predict(validate(PredictRequest, data), request)
 
     return app
+
+
+def install_middleware(app: FastAPI, settings) -> None:
+    """Outermost first: CORS, auth, payload limit, request span. (Starlette runs the last added first.)"""
+    if settings.otlp_endpoint or (settings.json_output and not settings.disable_spans):
+        app.add_middleware(RequestSpans)
+    app.add_middleware(PayloadLimit, limit=settings.payload_limit)
+    if settings.api_key:
+        app.add_middleware(ApiKeyAuth, api_key=settings.api_key)
+    origins = list(settings.cors_allow_origin or ["*"])
+    # TEI: any origin unless told, GET and POST, and only the content-type header.
+    app.add_middleware(CORSMiddleware, allow_origins=["*"] if "*" in origins else origins,
+                       allow_methods=["GET", "POST"], allow_headers=["content-type"])

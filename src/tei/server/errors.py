@@ -23,12 +23,16 @@ STATUS = {
 OPENAI_PREFIXES = ("/v1/embeddings", "/embeddings")
 
 
-def error_response(request: Request, status: int, message: str, kind: str) -> JSON:
+def error_json(path: str, status: int, message: str, kind: str, headers: dict | None = None) -> JSON:
     body = {"error": message, "error_type": kind}
-    if request.url.path in OPENAI_PREFIXES:
+    if path in OPENAI_PREFIXES:
         # TEI's OpenAI route answers {"message", "code", "type"}; keep TEI's keys too.
         body.update({"message": message, "code": status, "type": kind})
-    return JSON(body, status_code=status)
+    return JSON(body, status_code=status, headers=headers)
+
+
+def error_response(request: Request, status: int, message: str, kind: str) -> JSON:
+    return error_json(request.url.path, status, message, kind)
 
 
 def status_of(exc: EngineError) -> int:
@@ -51,6 +55,8 @@ def _describe(errors) -> tuple[int, str]:
 def install(app: FastAPI) -> None:
     @app.exception_handler(EngineError)
     async def _engine_error(request: Request, exc: EngineError):
+        # As TEI, every refused request leaves a line (inside the request's span in JSON logs).
+        log.log(logging.ERROR if exc.kind == "Backend" else logging.WARNING, "%s", exc.message)
         return error_response(request, status_of(exc), exc.message, exc.kind)
 
     @app.exception_handler(RequestValidationError)
