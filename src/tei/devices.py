@@ -77,6 +77,7 @@ class Placement:
     token_gears: bool = False  # pad batches to shape gears (backends that compile per shape)
     compile: bool = False  # torch.compile the encoder layers (off unless measured faster)
     name: str = ""  # the hardware, for logs
+    int8: bool = False  # --dtype int8: float32 model, int8 dynamic quantization of the encoder's linear layers
 
     @property
     def kind(self) -> str:
@@ -84,7 +85,7 @@ class Placement:
 
     @property
     def dtype_name(self) -> str:
-        return next(k for k, v in DTYPES.items() if v == self.dtype)
+        return "int8" if self.int8 else next(k for k, v in DTYPES.items() if v == self.dtype)
 
     @property
     def onednn_linear(self) -> bool:
@@ -329,13 +330,21 @@ def _bf16_problem(device: torch.device) -> str | None:
 def resolve_dtype(device: torch.device, requested: str | None) -> torch.dtype:
     if requested in (None, "", "auto"):
         return default_dtype(device)
+    if requested == INT8:
+        problem = _int8_problem(device)
+        if problem:
+            raise DeviceError(f"--dtype int8 cannot be used: {problem}.")
+        return torch.float32  # the model computes in float32 around its int8 linear layers
     if requested not in DTYPES:
-        raise DeviceError(f"Unsupported --dtype '{requested}': use float32, float16 or bfloat16.")
+        raise DeviceError(f"Unsupported --dtype '{requested}': use float32, float16 or bfloat16 (or int8 on CPU).")
     dtype = DTYPES[requested]
     if dtype == torch.bfloat16:
         problem = _bf16_problem(device)
         if problem:
             raise DeviceError(f"--dtype bfloat16 cannot be used: {problem}.")
+    if device.type == "cpu" and dtype != torch.float32 and requested not in cpu_fast_dtypes():
+        log.warning("This CPU has no %s instructions: --dtype %s is emulated and slower than float32 here",
+                    "AVX512-BF16 or AMX" if dtype == torch.bfloat16 else "AVX512-FP16", requested)
     return dtype
 
 
@@ -364,6 +373,39 @@ def _npu_kernel(device: torch.device, dtype: torch.dtype) -> str:
     if name.startswith("Ascend310P") and dtype == torch.float16 and hasattr(torch_npu, "npu_prompt_flash_attention"):
         return "npu_prompt"
     return "sdpa"
+
+
+INT8 = "int8"
+
+
+def cpu_fast_dtypes() -> set[str]:
+    """Dtypes this CPU runs natively, beyond float32: bfloat16 with AVX512-BF16 or AMX, float16 with
+    AVX512-FP16 or AMX-FP16, int8 where oneDNN's quantized linear layers are available."""
+    cpu = torch.cpu
+    fast = set()
+    if cpu._is_avx512_bf16_supported() or cpu._is_amx_tile_supported():
+        fast.add("bfloat16")
+    if getattr(cpu, "_is_amx_fp16_supported", lambda: False)() or _has_cpu_flag("avx512_fp16"):
+        fast.add("float16")
+    if _int8_problem(torch.device("cpu")) is None:
+        fast.add(INT8)
+    return fast
+
+
+def _has_cpu_flag(flag: str) -> bool:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            return any(line.startswith("flags") and flag in line.split() for line in f)
+    except OSError:
+        return False
+
+
+def _int8_problem(device: torch.device) -> str | None:
+    if device.type != "cpu":
+        return f"it is a CPU dtype (dynamic int8 quantization through oneDNN), not for {device.type}: use float16 or bfloat16"
+    if not torch.backends.mkldnn.is_available() or not hasattr(torch.ops.onednn, "qlinear_pointwise"):
+        return "this PyTorch build has no oneDNN quantized linear kernels (torch.ops.onednn.qlinear_pointwise)"
+    return None
 
 
 def onednn_linear(device: torch.device, dtype: torch.dtype) -> bool:
@@ -415,6 +457,11 @@ def _describe(device: torch.device) -> str:
 def place(requested_device: str | None, requested_dtype: str | None, compile: bool = False) -> Placement:
     device = select_device(requested_device)
     dtype = resolve_dtype(device, requested_dtype)
+    if device.type == "cpu" and requested_dtype in (None, "", "auto", "float32"):
+        faster = [d for d in ("bfloat16", INT8) if d in cpu_fast_dtypes()]
+        if faster:
+            log.info("This CPU also runs --dtype %s (faster, slightly less exact; see benchmarks/README.md)",
+                     " or --dtype ".join(faster))
     return Placement(
         device=device,
         dtype=dtype,
@@ -422,6 +469,7 @@ def place(requested_device: str | None, requested_dtype: str | None, compile: bo
         token_gears=device.type == "npu",
         compile=compile,
         name=_describe(device),
+        int8=requested_dtype == INT8,
     )
 
 

@@ -43,6 +43,7 @@ class Linear(nn.Module):
         self.weight = nn.Parameter(weight, requires_grad=False)
         self.bias = None if bias is None else nn.Parameter(bias, requires_grad=False)
         self.onednn = False
+        self.int8 = False
 
     def use_onednn(self) -> None:
         """Switch to oneDNN (where devices.Placement.onednn_linear says so). The weight is reordered
@@ -53,7 +54,40 @@ class Linear(nn.Module):
         self.bias = None if bias is None else bias.detach().contiguous()
         self.onednn = True
 
+    def use_int8(self) -> None:
+        """Dynamic int8 quantization through oneDNN (--dtype int8, float32 models on CPU): the weight is
+        quantized once, per output channel; the input is quantized at every call, over the whole
+        tensor (asymmetric uint8), so a row's result depends a little on what shares its batch, as
+        with any dynamic quantization. Bias, activation and residual add stay fused."""
+        weight = self.weight.detach().float()
+        scale = (weight.abs().amax(1) / 127).clamp_(min=1e-12)
+        qweight = torch.round(weight / scale[:, None]).clamp_(-128, 127).to(torch.int8)
+        bias = self.bias
+        del self.weight, self.bias
+        self.weight = torch.ops.onednn.qlinear_prepack(qweight, None)
+        self.bias = None if bias is None else bias.detach().float().contiguous()
+        self.weight_scale = scale
+        self.weight_zero = torch.zeros(scale.shape[0], dtype=torch.long)
+        self.int8 = True
+
+    def _int8(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        low, high = torch.aminmax(x)
+        scale = ((high.clamp(min=0) - low.clamp(max=0)) / 255).clamp_(min=1e-12)
+        zero = torch.round(-low.clamp(max=0) / scale).to(torch.int32)
+        qx = x.div(scale).round_().add_(zero).clamp_(0, 255).to(torch.uint8)
+        _, post_op, algorithm = ACTIVATIONS[self.activation] if self.activation else (None, "none", "")
+        args = (qx, scale, zero, self.weight, self.weight_scale, self.weight_zero)
+        if residual is None:
+            return torch.ops.onednn.qlinear_pointwise.tensor(
+                *args, self.bias, 1.0, 0, torch.float32, post_op, [], algorithm
+            )
+        return torch.ops.onednn.qlinear_pointwise.binary_tensor(
+            *args, residual, self.bias, 1.0, 0, torch.float32, 1.0, 0, "add", 1.0, post_op, [], algorithm
+        )
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.int8:
+            return self._int8(x)
         if self.onednn:
             if self.activation is None:
                 return torch.ops.mkldnn._linear_pointwise(x, self.weight, self.bias, "none", [], "")
@@ -64,12 +98,15 @@ class Linear(nn.Module):
 
     def add(self, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
         """residual + x @ W.T + b (no activation): the residual connection of an encoder layer."""
+        if self.int8:
+            return self._int8(x, residual)
         if self.onednn:
             return torch.ops.mkldnn._linear_pointwise.binary(x, residual, self.weight, self.bias, "add")
         return residual + F.linear(x, self.weight, self.bias)
 
     def extra_repr(self) -> str:
-        return f"{self.in_features} → {self.out_features}, activation={self.activation}, onednn={self.onednn}"
+        kind = "int8" if self.int8 else "onednn" if self.onednn else "eager"
+        return f"{self.in_features} → {self.out_features}, activation={self.activation}, {kind}"
 
 
 def concatenated(*parts: tuple[torch.Tensor, torch.Tensor | None]) -> Linear:
@@ -80,8 +117,15 @@ def concatenated(*parts: tuple[torch.Tensor, torch.Tensor | None]) -> Linear:
 
 
 def use_onednn(*modules: nn.Module | None) -> None:
-    """Move every Linear inside these modules to oneDNN."""
+    """Move every Linear inside these modules to oneDNN (those already in int8 stay as they are)."""
     for module in modules:
         for layer in module.modules() if module is not None else ():
-            if isinstance(layer, Linear):
+            if isinstance(layer, Linear) and not layer.int8:
                 layer.use_onednn()
+
+
+def use_int8(encoder: nn.Module) -> None:
+    """Quantize the linear layers each encoder layer lists in INT8_LINEARS."""
+    for layer in encoder.modules():
+        for name in getattr(layer, "INT8_LINEARS", ()):
+            getattr(layer, name).use_int8()

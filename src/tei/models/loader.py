@@ -10,7 +10,7 @@ from torch import nn
 
 from ..devices import Placement
 from . import bert, distilbert
-from .linear import Linear, use_onednn
+from .linear import Linear, use_int8, use_onednn
 from .packed import PackedBatch, pool
 from .spec import DenseSpec, ModelSpec
 from .weights import Weights, load_state_dict
@@ -70,6 +70,8 @@ class Model:
         self.encoder, self.head = arch.build(weights, spec.config, self.attention, classifier)
         self.dense = nn.ModuleList(Dense(d, placement) for d in spec.dense)
         self.encoder.eval()
+        if placement.int8:
+            use_int8(self.encoder)
         if placement.onednn_linear:
             use_onednn(self.encoder, self.head, self.dense)
         if placement.compile:
