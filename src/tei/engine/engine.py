@@ -147,7 +147,7 @@ class Engine:
         usage = Usage(
             chars=sum(e.chars for e in encoded),
             tokens=sum(len(e.ids) for e in encoded),
-            tokenization_time=tokenized - start,
+            tokenization_time=(tokenized - start) / n,
             queue_time=job.queue_time / n,
             inference_time=job.inference_time / n,
             total_time=time.perf_counter() - start,
