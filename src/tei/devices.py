@@ -64,6 +64,18 @@ def gear(n: int, floor: int = GEAR_FLOOR) -> int:
     return -(-n // GEAR_STEP) * GEAR_STEP
 
 
+# oneDNN builds a kernel for every new row count it meets and caches it: a server's batches have a new
+# token count almost every time, so on CPU they are padded up to a multiple of a small step (few
+# shapes, all cached after a while). With a fresh shape every batch, a 2000-token all-MiniLM-L6-v2
+# forward took 204 ms in float32 instead of 166, 113 ms in bfloat16 instead of 51.
+CPU_GEAR_STEP_SMALL, CPU_GEAR_SMALL_UNTIL, CPU_GEAR_STEP = 16, 256, 64
+
+
+def cpu_gear(n: int) -> int:
+    step = CPU_GEAR_STEP_SMALL if n <= CPU_GEAR_SMALL_UNTIL else CPU_GEAR_STEP
+    return -(-n // step) * step
+
+
 def _chunks(total: int, size: int) -> list[int]:
     """`total` tokens as sequences of `size`, the last one shorter."""
     return [size] * (total // size) + ([total % size] if total % size else [])
@@ -147,23 +159,34 @@ class Placement:
         multiple, most = _HEAD_DIMS.get(self.attention, (1, head_dim))
         return self.attention if head_dim % multiple == 0 and head_dim <= most else "sdpa"
 
+    def gear(self, tokens: int) -> int:
+        """Token count a forward pass of `tokens` tokens is padded up to (see pad_lengths)."""
+        if self.token_gears:
+            return gear(tokens)
+        if self.onednn_linear:
+            return cpu_gear(tokens)
+        return tokens
+
     def pad_lengths(self, lengths: list[int], max_len: int) -> list[int]:
         """Sequence lengths of the forward pass: the real ones, then (with gears) padding sequences of
         at most `max_len` tokens that fill the batch up to its gear. Callers drop their outputs."""
-        if not self.token_gears:
-            return lengths
         total = sum(lengths)
-        return lengths + _chunks(gear(total) - total, max_len)
+        target = self.gear(total)
+        return lengths if target == total else lengths + _chunks(target - total, max_len)
 
     def warmup_lengths(self, max_tokens: int, max_len: int) -> list[list[int]]:
-        """One batch per token gear up to `max_tokens`, so no request compiles a kernel (gears only)."""
-        if not self.token_gears:
-            return []
-        batches, n, top = [], GEAR_FLOOR, gear(max_tokens)
-        while n <= top:
-            batches.append(_chunks(n, max_len))
-            n = gear(n + 1)
-        return batches
+        """Batches that meet every kernel a request could need first. Graph-compiling devices: one per
+        token gear up to `max_tokens`. oneDNN on CPU: the small gears of one or a few short texts,
+        which would otherwise pay a kernel build in the latency of a lone request."""
+        if self.token_gears:
+            batches, n, top = [], GEAR_FLOOR, gear(max_tokens)
+            while n <= top:
+                batches.append(_chunks(n, max_len))
+                n = gear(n + 1)
+            return batches
+        if self.onednn_linear:
+            return [_chunks(n, max_len) for n in range(CPU_GEAR_STEP_SMALL, CPU_GEAR_SMALL_UNTIL + 1, CPU_GEAR_STEP_SMALL)]
+        return []
 
 
 # ---- device probes: each never raises; `None` means available, a string says why not --------------
