@@ -34,10 +34,13 @@ def test_cpu_batches_are_padded_with_short_filler():
     assert Placement(torch.device("cpu"), torch.float32, "sdpa", compile=True).pad_lengths([3, 5], 5) == [3, 5]
 
 
-def test_warmup_meets_the_small_gears():
+def test_start_up_builds_a_kernel_for_every_gear_a_batch_can_land_on():
     p = Placement(torch.device("cpu"), torch.float32, "sdpa")
-    warm = {sum(lengths) for lengths in p.warmup_lengths(16384, 256)}
-    assert warm == {cpu_gear(n) for n in range(1, CPU_GEAR_SMALL_UNTIL + 1)}
+    gears = p.kernel_gears(4096)
+    assert gears == sorted(set(gears)) and gears[-1] == 4096
+    assert {cpu_gear(n) for n in range(1, 4097)} == set(gears)
+    assert p.warmup_lengths(4096, 256) == []  # no full forward passes per gear on CPU
+    assert Placement(torch.device("cpu"), torch.float32, "sdpa", compile=True).kernel_gears(4096) == []
 
 
 def test_padding_changes_no_result(minilm_path):

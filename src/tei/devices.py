@@ -175,18 +175,22 @@ class Placement:
         return lengths if target == total else lengths + _chunks(target - total, max_len)
 
     def warmup_lengths(self, max_tokens: int, max_len: int) -> list[list[int]]:
-        """Batches that meet every kernel a request could need first. Graph-compiling devices: one per
-        token gear up to `max_tokens`. oneDNN on CPU: the small gears of one or a few short texts,
-        which would otherwise pay a kernel build in the latency of a lone request."""
-        if self.token_gears:
-            batches, n, top = [], GEAR_FLOOR, gear(max_tokens)
-            while n <= top:
-                batches.append(_chunks(n, max_len))
-                n = gear(n + 1)
-            return batches
-        if self.onednn_linear:
-            return [_chunks(n, max_len) for n in range(CPU_GEAR_STEP_SMALL, CPU_GEAR_SMALL_UNTIL + 1, CPU_GEAR_STEP_SMALL)]
-        return []
+        """One batch per token gear up to `max_tokens`, so no request compiles a kernel (gears only)."""
+        if not self.token_gears:
+            return []
+        batches, n, top = [], GEAR_FLOOR, gear(max_tokens)
+        while n <= top:
+            batches.append(_chunks(n, max_len))
+            n = gear(n + 1)
+        return batches
+
+    def kernel_gears(self, max_tokens: int) -> list[int]:
+        """Token counts whose oneDNN kernels are built at start-up (Model.warm_kernels): every CPU
+        gear up to `max_tokens`. Built on first use instead, each costs a few ms of one request's
+        latency, and memory would grow for the first minutes of load (the kernels take 2-4 MB each)."""
+        if not self.onednn_linear:
+            return []
+        return sorted({cpu_gear(n) for n in range(1, max_tokens + 1)})
 
 
 # ---- device probes: each never raises; `None` means available, a string says why not --------------

@@ -88,16 +88,21 @@ class Engine:
 
     def warmup(self) -> None:
         """One forward pass at full batch size, as TEI does: an out-of-memory shows up at start-up.
-        Devices that compile per shape then run one batch per shape gear."""
-        length = min(self.max_input_length, self.config.max_batch_tokens)
-        count = max(1, min(self.config.max_batch_tokens // length, self.config.max_batch_requests or 1 << 30, 64))
-        gears = self.model.placement.warmup_lengths(self.config.max_batch_tokens, length)
+        Devices that compile per shape then run one batch per shape gear; on CPU, oneDNN builds its
+        kernels for every gear. All of it on the inference thread (Batcher.call says why)."""
+        budget = self.batcher.max_batch_tokens  # the device's own budget where it is below the flag
+        length = min(self.max_input_length, budget)
+        count = max(1, min(budget // length, self.config.max_batch_requests or 1 << 30, 64))
+        gears = self.model.placement.warmup_lengths(budget, length)
         if gears:
             log.info("Warming up %d shape gears, up to %d tokens", len(gears), sum(gears[-1]))
         for lengths in [[length] * count, *gears]:
             ids = np.full(sum(lengths), 100, dtype=np.int32)
-            # On the inference thread, as all tensor work (Batcher.call says why).
             self.batcher.call(lambda: self.model.forward(self.model.make_batch(ids, np.zeros_like(ids), lengths)))
+        kernels = self.model.placement.kernel_gears(budget)
+        if kernels:
+            log.info("Building kernels for %d batch sizes, up to %d tokens", len(kernels), kernels[-1])
+            self.batcher.call(self.model.warm_kernels, kernels)
 
     def close(self) -> None:
         self.batcher.stop()

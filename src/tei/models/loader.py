@@ -11,7 +11,7 @@ from torch import nn
 from ..devices import Placement
 from . import bert, distilbert
 from .linear import Linear, use_int8, use_onednn
-from .packed import PackedBatch, pool
+from .packed import AttentionPlan, PackedBatch, pool
 from .spec import DenseSpec, ModelSpec
 from .weights import Weights, load_state_dict
 
@@ -73,7 +73,9 @@ class Model:
         if placement.int8:
             use_int8(self.encoder)
         if placement.onednn_linear:
-            use_onednn(self.encoder, self.head, self.dense)
+            # The encoder only: heads and Dense layers see one row per sequence, a count that would
+            # need a oneDNN kernel each, for work too small to gain from it.
+            use_onednn(self.encoder)
         if placement.compile:
             for layer in self.encoder.layers:
                 layer.compile(dynamic=True)
@@ -96,6 +98,20 @@ class Model:
         if want_hidden:
             out.hidden = hidden[: sum(batch.lengths[:real])].float().cpu().numpy()
         return out
+
+    @torch.inference_mode()
+    def warm_kernels(self, token_counts: list[int]) -> None:
+        """Run the first encoder layer once per token count (devices.Placement.kernel_gears): every
+        layer and every later batch of that size reuses the kernels built here. Sequences of 16 tokens
+        keep attention cheap; the linear layers see the full count."""
+        self.placement.prepare_forward(0)
+        first = self.encoder.layers[0]
+        for tokens in token_counts:
+            lengths = [16] * (tokens // 16) + ([tokens % 16] if tokens % 16 else [])
+            ids = np.zeros(tokens, dtype=np.int32)
+            batch = self.make_batch(ids, ids, lengths)
+            x = torch.zeros(len(batch.input_ids), self.hidden_size, dtype=self.placement.dtype, device=self.placement.device)
+            first(x, AttentionPlan(batch, self.attention))
 
     def make_batch(self, ids: np.ndarray, type_ids: np.ndarray, lengths: list[int]) -> PackedBatch:
         """Host arrays → device tensors; positions restart at `position_offset` for each sequence."""
