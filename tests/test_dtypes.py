@@ -18,7 +18,7 @@ from engine_util import cosine, engine_for, run
 from texts import TEXTS
 from tiny_models import ARCHS, build_embedding_model
 
-from tei.devices import DeviceError, cpu_fast_dtypes, resolve_dtype
+from tei.devices import DeviceError, cpu_fast_dtypes, place, resolve_dtype
 from tei.models.linear import ACTIVATIONS, Linear
 
 BARS = {"bfloat16": 0.999, "float16": 0.999, "int8": 0.99}
@@ -154,6 +154,8 @@ def test_int8_is_refused_off_cpu():
         with pytest.raises(DeviceError, match="--dtype int8 cannot be used: it is a CPU dtype"):
             resolve_dtype(device, "int8")
     assert resolve_dtype(torch.device("cpu"), "int8") == torch.float32  # float32 around int8 linear layers
+    with pytest.raises(DeviceError, match="--dtype int8 cannot be combined with --torch-compile"):
+        place("cpu", "int8", compile=True)
 
 
 def test_server_serves_int8_and_reports_it(tiny):

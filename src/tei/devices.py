@@ -402,6 +402,62 @@ def _npu_kernel(device: torch.device, dtype: torch.dtype) -> str:
     return "sdpa"
 
 
+def _cuda_kernel_works(kernel: str, device: torch.device, dtype: torch.dtype) -> bool:
+    """Run the kernel once on a tiny ragged batch and check it against per-sequence SDPA."""
+    if dtype not in (torch.float16, torch.bfloat16):
+        return False  # the varlen flash kernels are half-precision only
+    try:
+        from .models.attention_cuda import self_test
+
+        return self_test(kernel, device, dtype)
+    except Exception as exc:
+        log.debug("Attention kernel %s unavailable: %s", kernel, exc)
+        return False
+
+
+def select_attention(device: torch.device, dtype: torch.dtype) -> str:
+    if device.type == "cuda":
+        return next(k for k in CUDA_KERNELS if k == "sdpa" or _cuda_kernel_works(k, device, dtype))
+    if device.type == "npu":
+        return _npu_kernel(device, dtype)
+    return "sdpa"
+
+
+def _describe(device: torch.device) -> str:
+    if device.type == "cuda":
+        major, minor = torch.cuda.get_device_capability(device)
+        return f"{torch.cuda.get_device_name(device)}, sm{major}{minor}, CUDA {torch.version.cuda}"
+    if device.type == "npu":
+        return _npu_name(device) + _npu_visibility(", {}")
+    if device.type == "mps":
+        return "Apple MPS"
+    return f"CPU, {CPU_THREADS} threads"
+
+
+def place(requested_device: str | None, requested_dtype: str | None, compile: bool = False) -> Placement:
+    device = select_device(requested_device)
+    dtype = resolve_dtype(device, requested_dtype)
+    if requested_dtype == INT8 and compile:
+        raise DeviceError("--dtype int8 cannot be combined with --torch-compile: use one or the other.")
+    if device.type == "cpu" and requested_dtype in (None, "", "auto", "float32"):
+        faster = [d for d in ("bfloat16", INT8) if d in cpu_fast_dtypes()]
+        if faster:
+            log.info("This CPU also runs --dtype %s (faster, slightly less exact; see benchmarks/README.md)",
+                     " or --dtype ".join(faster))
+    return Placement(
+        device=device,
+        dtype=dtype,
+        attention=select_attention(device, dtype),
+        token_gears=device.type == "npu",
+        compile=compile,
+        name=_describe(device),
+        int8=requested_dtype == INT8,
+    )
+
+
+# ---- CPU: dtypes it runs natively, oneDNN, threads ------------------------------------------------
+
+
 INT8 = "int8"
 
 
@@ -447,57 +503,6 @@ def onednn_linear(device: torch.device, dtype: torch.dtype) -> bool:
     if dtype == torch.float16:
         return bool(torch.ops.mkldnn._is_mkldnn_fp16_supported())
     return False
-
-
-def _cuda_kernel_works(kernel: str, device: torch.device, dtype: torch.dtype) -> bool:
-    """Run the kernel once on a tiny ragged batch and check it against per-sequence SDPA."""
-    if dtype not in (torch.float16, torch.bfloat16):
-        return False  # the varlen flash kernels are half-precision only
-    try:
-        from .models.attention_cuda import self_test
-
-        return self_test(kernel, device, dtype)
-    except Exception as exc:
-        log.debug("Attention kernel %s unavailable: %s", kernel, exc)
-        return False
-
-
-def select_attention(device: torch.device, dtype: torch.dtype) -> str:
-    if device.type == "cuda":
-        return next(k for k in CUDA_KERNELS if k == "sdpa" or _cuda_kernel_works(k, device, dtype))
-    if device.type == "npu":
-        return _npu_kernel(device, dtype)
-    return "sdpa"
-
-
-def _describe(device: torch.device) -> str:
-    if device.type == "cuda":
-        major, minor = torch.cuda.get_device_capability(device)
-        return f"{torch.cuda.get_device_name(device)}, sm{major}{minor}, CUDA {torch.version.cuda}"
-    if device.type == "npu":
-        return _npu_name(device) + _npu_visibility(", {}")
-    if device.type == "mps":
-        return "Apple MPS"
-    return f"CPU, {CPU_THREADS} threads"
-
-
-def place(requested_device: str | None, requested_dtype: str | None, compile: bool = False) -> Placement:
-    device = select_device(requested_device)
-    dtype = resolve_dtype(device, requested_dtype)
-    if device.type == "cpu" and requested_dtype in (None, "", "auto", "float32"):
-        faster = [d for d in ("bfloat16", INT8) if d in cpu_fast_dtypes()]
-        if faster:
-            log.info("This CPU also runs --dtype %s (faster, slightly less exact; see benchmarks/README.md)",
-                     " or --dtype ".join(faster))
-    return Placement(
-        device=device,
-        dtype=dtype,
-        attention=select_attention(device, dtype),
-        token_gears=device.type == "npu",
-        compile=compile,
-        name=_describe(device),
-        int8=requested_dtype == INT8,
-    )
 
 
 def configure_cpu_threads(num_threads: int | None = None) -> None:
