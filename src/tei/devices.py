@@ -184,6 +184,20 @@ class Placement:
             n = gear(n + 1)
         return batches
 
+    @property
+    def head_dtype(self) -> torch.dtype:
+        """Dtype of the small per-sequence layers (classifier heads, Dense). float32 on CPU: there an
+        eager bfloat16 linear builds a oneDNN kernel for every row count it meets (+260 MB over 400
+        counts, for a 64x64 layer), and these layers see one row per sequence."""
+        return torch.float32 if self.kind == "cpu" else self.dtype
+
+    def attention_lengths(self, max_len: int) -> list[int]:
+        """Sequence lengths whose attention kernels are built at start-up (Model.warm_kernels): on CPU
+        in bfloat16 / float16, where torch's SDPA builds one per length (+115 MB over 1..512)."""
+        if self.kind != "cpu" or self.dtype == torch.float32:
+            return []
+        return list(range(1, max_len + 1))
+
     def kernel_gears(self, max_tokens: int) -> list[int]:
         """Token counts whose oneDNN kernels are built at start-up (Model.warm_kernels): every CPU
         gear up to `max_tokens`. Built on first use instead, each costs a few ms of one request's

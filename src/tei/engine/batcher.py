@@ -88,7 +88,7 @@ class Batcher:
         self.observer = observer  # optional: observer.batch(size, tokens, queue_len)
         self.healthy = True
         self._queue: collections.deque[_Item] = collections.deque()
-        self._calls: collections.deque = collections.deque()  # (fn, concurrent.futures.Future)
+        self._calls: collections.deque = collections.deque()  # (fn, args, concurrent.futures.Future)
         self._cond = threading.Condition()
         self._stopping = False
         self._trim = _malloc_trim()

@@ -100,9 +100,10 @@ class Engine:
             ids = np.full(sum(lengths), 100, dtype=np.int32)
             self.batcher.call(lambda: self.model.forward(self.model.make_batch(ids, np.zeros_like(ids), lengths)))
         kernels = self.model.placement.kernel_gears(budget)
-        if kernels:
-            log.info("Building kernels for %d batch sizes, up to %d tokens", len(kernels), kernels[-1])
-            self.batcher.call(self.model.warm_kernels, kernels)
+        lengths = self.model.placement.attention_lengths(self.max_input_length)
+        if kernels or lengths:
+            log.info("Building kernels for %d batch sizes and %d sequence lengths", len(kernels), len(lengths))
+            self.batcher.call(self.model.warm_kernels, kernels, lengths)
 
     def close(self) -> None:
         self.batcher.stop()

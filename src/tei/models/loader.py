@@ -41,7 +41,7 @@ class ModelOutput:
 class Dense(nn.Module):
     def __init__(self, spec: DenseSpec, placement: Placement):
         super().__init__()
-        w = Weights(load_state_dict(spec.path), (), placement.dtype, placement.device)
+        w = Weights(load_state_dict(spec.path), (), placement.head_dtype, placement.device)
         self.linear = Linear(w.get("linear.weight"), w.get("linear.bias") if spec.bias else None)
         self.tanh = spec.activation == "tanh"
 
@@ -68,6 +68,8 @@ class Model:
         heads = int(cfg.get("num_attention_heads", cfg.get("n_heads", 1)))
         self.attention = placement.kernel_for(self.hidden_size // heads)
         self.encoder, self.head = arch.build(weights, spec.config, self.attention, classifier)
+        if self.head is not None:
+            self.head.to(placement.head_dtype)
         self.dense = nn.ModuleList(Dense(d, placement) for d in spec.dense)
         self.encoder.eval()
         if placement.int8:
@@ -89,9 +91,9 @@ class Model:
         out = ModelOutput()
         if self.head is not None:
             cls = pool(hidden, batch, "cls")[:real]
-            out.logits = self.head(cls).float().cpu().numpy()
+            out.logits = self.head(cls.to(self.placement.head_dtype)).float().cpu().numpy()
             return out
-        pooled = pool(hidden, batch, self.spec.pooling)[:real].to(self.placement.dtype)
+        pooled = pool(hidden, batch, self.spec.pooling)[:real].to(self.placement.head_dtype)
         for layer in self.dense:
             pooled = layer(pooled)
         out.pooled = pooled.float().cpu().numpy()
@@ -100,18 +102,23 @@ class Model:
         return out
 
     @torch.inference_mode()
-    def warm_kernels(self, token_counts: list[int]) -> None:
-        """Run the first encoder layer once per token count (devices.Placement.kernel_gears): every
-        layer and every later batch of that size reuses the kernels built here. Sequences of 16 tokens
-        keep attention cheap; the linear layers see the full count."""
+    def warm_kernels(self, token_counts: list[int], lengths: list[int]) -> None:
+        """Build the kernels batches will need, once, at start-up (devices.Placement.kernel_gears and
+        attention_lengths): the first encoder layer once per token count, in sequences of 16 tokens
+        that keep attention cheap (every layer and every later batch of that size reuses the linear
+        layers' kernels); then attention alone once per sequence length."""
         self.placement.prepare_forward(0)
         first = self.encoder.layers[0]
+        dtype, device = self.placement.dtype, self.placement.device
         for tokens in token_counts:
-            lengths = [16] * (tokens // 16) + ([tokens % 16] if tokens % 16 else [])
-            ids = np.zeros(tokens, dtype=np.int32)
-            batch = self.make_batch(ids, ids, lengths)
-            x = torch.zeros(len(batch.input_ids), self.hidden_size, dtype=self.placement.dtype, device=self.placement.device)
-            first(x, AttentionPlan(batch, self.attention))
+            chunks = [16] * (tokens // 16) + ([tokens % 16] if tokens % 16 else [])
+            batch = self.make_batch(np.zeros(tokens, dtype=np.int32), np.zeros(tokens, dtype=np.int32), chunks)
+            first(torch.zeros(len(batch.input_ids), self.hidden_size, dtype=dtype, device=device),
+                  AttentionPlan(batch, self.attention))
+        for length in lengths:
+            batch = self.make_batch(np.zeros(length, dtype=np.int32), np.zeros(length, dtype=np.int32), [length])
+            qkv = torch.zeros(len(batch.input_ids), 3 * self.hidden_size, dtype=dtype, device=device)
+            AttentionPlan(batch, self.attention).attend(qkv, first.num_heads)
 
     def make_batch(self, ids: np.ndarray, type_ids: np.ndarray, lengths: list[int]) -> PackedBatch:
         """Host arrays → device tensors; positions restart at `position_offset` for each sequence."""
