@@ -23,7 +23,10 @@ serve: install
 test: install
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
+# Ours vs Infinity (installed on first use into benchmarks/.venv-infinity) vs in-process
+# sentence-transformers; see benchmarks/README.md. ARGS="--soak 600" for the 10-minute memory check.
 bench: install
+	$(PY) -m pip install -q -e ".[test,bench]"
 	$(PY) benchmarks/compare.py $(ARGS)
 
 # Regenerate the committed gRPC modules in src/tei/grpc/ from tei.proto.

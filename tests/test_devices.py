@@ -243,7 +243,7 @@ def test_padding_fills_a_batch_to_its_gear_with_short_sequences():
         padded = p.pad_lengths(lengths, max(lengths))
         assert padded[: len(lengths)] == lengths and sum(padded) == gear(sum(lengths))
         assert max(padded) == max(lengths)  # filler never lengthens the longest sequence
-    assert Placement(torch.device("cpu"), torch.float32, "sdpa").pad_lengths([3, 5], 5) == [3, 5]
+    assert Placement(torch.device("mps"), torch.float32, "sdpa").pad_lengths([3, 5], 5) == [3, 5]
 
 
 def test_warmup_covers_every_gear_a_batch_can_land_on():
@@ -253,7 +253,7 @@ def test_warmup_covers_every_gear_a_batch_can_land_on():
     for _ in range(500):
         assert gear(rng.randint(1, 16000)) in warm
     assert all(max(lengths) <= 512 for lengths in p.warmup_lengths(16000, 512))
-    assert Placement(torch.device("cpu"), torch.float32, "sdpa").warmup_lengths(16000, 512) == []
+    assert Placement(torch.device("mps"), torch.float32, "sdpa").warmup_lengths(16000, 512) == []
 
 
 # ---- kernels on CPU, through the emulated torch_npu ops -------------------------------------------

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tei.models.packed import PAD_SLACK, AttentionPlan, PackedBatch, pool
+from tei.models.packed import AttentionPlan, PackedBatch, pool
 
 
 def _batch(lengths: list[int]) -> PackedBatch:
@@ -41,12 +41,12 @@ def test_attention_matches_per_sequence_sdpa(lengths):
     assert torch.allclose(out, _reference(qkv, lengths, heads), atol=1e-5)
 
 
-def test_buckets_bound_padding():
-    lengths = [random.Random(s).randint(1, 256) for s in range(200)]
+def test_sorted_batch_runs_once_per_length():
+    lengths = sorted(random.Random(s).randint(1, 256) for s in range(200))
     plan = AttentionPlan(_batch(lengths), "sdpa")
-    padded = sum(b.b * b.l for b in plan.buckets)
-    assert padded <= PAD_SLACK * sum(lengths)
-    assert sorted(int(i) for b in plan.buckets for i in b.dest) == list(range(sum(lengths)))
+    assert [n for _, _, n in plan.runs] == sorted(set(lengths))
+    covered = [t for first, count, n in plan.runs for t in range(first, first + count * n)]
+    assert covered == list(range(sum(lengths)))
 
 
 def test_pooling_modes():

@@ -82,7 +82,7 @@ def build_engine(settings: Settings):
         if not tokenizer_file.is_file():
             raise StartupError(f"tokenizer.json not found in {folder}: only fast tokenizers are supported")
         log.info("Maximum number of tokens per request: %d", spec.max_input_length)
-        model = Model(spec, placement)
+        model = placement.build(Model, spec, placement)
         log.info("Starting model backend on %s (%s): %s, attention: %s%s", placement.device, placement.name,
                  placement.dtype_name, model.attention, ", torch.compile" if placement.compile else "")
         engine = Engine(

@@ -64,8 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add("--revision", help="Hub revision (branch, tag or commit), e.g. refs/pr/2")
     p.add("--tokenization-workers", type=int, default=default_tokenization_workers(),
           help="Number of tokenizer threads")
-    p.add("--dtype", choices=["float32", "float16", "bfloat16"],
-          help="Model dtype. Default: float16 on CUDA/NPU, float32 on CPU/MPS")
+    p.add("--dtype", choices=["float32", "float16", "bfloat16", "int8"],
+          help="Model dtype. Default: float16 on CUDA/NPU, float32 on CPU/MPS. bfloat16 is the fast choice on "
+          "CPUs with AVX512-BF16 or AMX; int8 (CPU only) quantizes the encoder's linear layers dynamically")
     p.add("--served-model-name", help="Model name reported by /info and the OpenAI route")
     p.add("--pooling", choices=["cls", "mean", "splade", "last-token", "last_token"],
           help="Override the sentence-transformers pooling")

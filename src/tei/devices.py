@@ -26,7 +26,6 @@ class DeviceError(RuntimeError):
 
 
 CPU_BATCH_TOKENS = 4096
-CPU_SINGLE_THREAD_TOKENS = 64
 CPU_THREADS = torch.get_num_threads()  # torch's default: the cores this process may use
 
 DTYPES = {
@@ -65,6 +64,18 @@ def gear(n: int, floor: int = GEAR_FLOOR) -> int:
     return -(-n // GEAR_STEP) * GEAR_STEP
 
 
+# oneDNN builds a kernel for every new row count it meets and caches it: a server's batches have a new
+# token count almost every time, so on CPU they are padded up to a multiple of a small step (few
+# shapes, all cached after a while). With a fresh shape every batch, a 2000-token all-MiniLM-L6-v2
+# forward took 204 ms in float32 instead of 166, 113 ms in bfloat16 instead of 51.
+CPU_GEAR_STEP_SMALL, CPU_GEAR_SMALL_UNTIL, CPU_GEAR_STEP = 16, 256, 64
+
+
+def cpu_gear(n: int) -> int:
+    step = CPU_GEAR_STEP_SMALL if n <= CPU_GEAR_SMALL_UNTIL else CPU_GEAR_STEP
+    return -(-n // step) * step
+
+
 def _chunks(total: int, size: int) -> list[int]:
     """`total` tokens as sequences of `size`, the last one shorter."""
     return [size] * (total // size) + ([total % size] if total % size else [])
@@ -78,6 +89,7 @@ class Placement:
     token_gears: bool = False  # pad batches to shape gears (backends that compile per shape)
     compile: bool = False  # torch.compile the encoder layers (off unless measured faster)
     name: str = ""  # the hardware, for logs
+    int8: bool = False  # --dtype int8: float32 model, int8 dynamic quantization of the encoder's linear layers
 
     @property
     def kind(self) -> str:
@@ -85,7 +97,13 @@ class Placement:
 
     @property
     def dtype_name(self) -> str:
-        return next(k for k, v in DTYPES.items() if v == self.dtype)
+        return "int8" if self.int8 else next(k for k, v in DTYPES.items() if v == self.dtype)
+
+    @property
+    def onednn_linear(self) -> bool:
+        """Linear layers through oneDNN with fused epilogues (models/linear.py); torch.compile fuses
+        on its own and cannot trace oneDNN's packed weights."""
+        return not self.compile and onednn_linear(self.device, self.dtype)
 
     @property
     def preferred_batch_tokens(self) -> int | None:
@@ -94,14 +112,11 @@ class Placement:
         return CPU_BATCH_TOKENS if self.device.type == "cpu" else None
 
     def prepare_forward(self, tokens: int) -> None:
-        """Per-batch thread count on CPU. A tiny batch runs on one thread: its GEMMs are too small to
-        split, and a second OpenMP worker started from the inference thread sometimes lands on the same
-        core (one short text: 6.3-6.9 ms on one thread, 6.4-9.2 ms bimodal on two)."""
-        if self.device.type != "cpu":
-            return
-        want = 1 if tokens < CPU_SINGLE_THREAD_TOKENS else CPU_THREADS
-        if torch.get_num_threads() != want:
-            torch.set_num_threads(want)
+        """On CPU, every forward pass uses CPU_THREADS, one short text too: with a single OpenMP pool
+        (Placement.build) two threads run a one-sentence all-MiniLM-L6-v2 forward in 4.2 ms, one
+        thread in 6.6. The count is per thread in OpenMP, so the inference thread sets its own."""
+        if self.device.type == "cpu" and torch.get_num_threads() != CPU_THREADS:
+            torch.set_num_threads(CPU_THREADS)
 
     def activate(self) -> None:
         """Process-wide setup before any weight reaches the device."""
@@ -117,6 +132,20 @@ class Placement:
                 # new input shape would otherwise compile online for tens of seconds.
                 npu.set_compile_mode(jit_compile=False)
 
+    def build(self, fn, *args):
+        """Run start-up tensor work (weight conversion and reordering) where it leaves no trace.
+
+        On CPU, on a thread that then exits: libgomp gives each thread that opens an OpenMP region a
+        worker pool of its own, kept until that thread exits, and a pool left on the main thread next
+        to the inference thread's makes it count more threads than cores and park its workers between
+        regions (a one-sentence forward then took 9.8 ms instead of 4.1; all-MiniLM-L6-v2, 2 cores)."""
+        if self.kind != "cpu":
+            return fn(*args)
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(1, thread_name_prefix="startup") as pool:
+            return pool.submit(fn, *args).result()
+
     def synchronize(self) -> None:
         if self.kind == "cuda":
             torch.cuda.synchronize(self.device)
@@ -130,13 +159,20 @@ class Placement:
         multiple, most = _HEAD_DIMS.get(self.attention, (1, head_dim))
         return self.attention if head_dim % multiple == 0 and head_dim <= most else "sdpa"
 
+    def gear(self, tokens: int) -> int:
+        """Token count a forward pass of `tokens` tokens is padded up to (see pad_lengths)."""
+        if self.token_gears:
+            return gear(tokens)
+        if self.onednn_linear:
+            return cpu_gear(tokens)
+        return tokens
+
     def pad_lengths(self, lengths: list[int], max_len: int) -> list[int]:
         """Sequence lengths of the forward pass: the real ones, then (with gears) padding sequences of
         at most `max_len` tokens that fill the batch up to its gear. Callers drop their outputs."""
-        if not self.token_gears:
-            return lengths
         total = sum(lengths)
-        return lengths + _chunks(gear(total) - total, max_len)
+        target = self.gear(total)
+        return lengths if target == total else lengths + _chunks(target - total, max_len)
 
     def warmup_lengths(self, max_tokens: int, max_len: int) -> list[list[int]]:
         """One batch per token gear up to `max_tokens`, so no request compiles a kernel (gears only)."""
@@ -147,6 +183,28 @@ class Placement:
             batches.append(_chunks(n, max_len))
             n = gear(n + 1)
         return batches
+
+    @property
+    def head_dtype(self) -> torch.dtype:
+        """Dtype of the small per-sequence layers (classifier heads, Dense). float32 on CPU: there an
+        eager bfloat16 linear builds a oneDNN kernel for every row count it meets (+260 MB over 400
+        counts, for a 64x64 layer), and these layers see one row per sequence."""
+        return torch.float32 if self.kind == "cpu" else self.dtype
+
+    def attention_lengths(self, max_len: int) -> list[int]:
+        """Sequence lengths whose attention kernels are built at start-up (Model.warm_kernels): on CPU
+        in bfloat16 / float16, where torch's SDPA builds one per length (+115 MB over 1..512)."""
+        if self.kind != "cpu" or self.dtype == torch.float32:
+            return []
+        return list(range(1, max_len + 1))
+
+    def kernel_gears(self, max_tokens: int) -> list[int]:
+        """Token counts whose oneDNN kernels are built at start-up (Model.warm_kernels): every CPU
+        gear up to `max_tokens`. Built on first use instead, each costs a few ms of one request's
+        latency, and memory would grow for the first minutes of load (the kernels take 2-4 MB each)."""
+        if not self.onednn_linear:
+            return []
+        return sorted({cpu_gear(n) for n in range(1, max_tokens + 1)})
 
 
 # ---- device probes: each never raises; `None` means available, a string says why not --------------
@@ -313,13 +371,21 @@ def _bf16_problem(device: torch.device) -> str | None:
 def resolve_dtype(device: torch.device, requested: str | None) -> torch.dtype:
     if requested in (None, "", "auto"):
         return default_dtype(device)
+    if requested == INT8:
+        problem = _int8_problem(device)
+        if problem:
+            raise DeviceError(f"--dtype int8 cannot be used: {problem}.")
+        return torch.float32  # the model computes in float32 around its int8 linear layers
     if requested not in DTYPES:
-        raise DeviceError(f"Unsupported --dtype '{requested}': use float32, float16 or bfloat16.")
+        raise DeviceError(f"Unsupported --dtype '{requested}': use float32, float16 or bfloat16 (or int8 on CPU).")
     dtype = DTYPES[requested]
     if dtype == torch.bfloat16:
         problem = _bf16_problem(device)
         if problem:
             raise DeviceError(f"--dtype bfloat16 cannot be used: {problem}.")
+    if device.type == "cpu" and dtype != torch.float32 and requested not in cpu_fast_dtypes():
+        log.warning("This CPU has no %s instructions: --dtype %s is emulated and slower than float32 here",
+                    "AVX512-BF16 or AMX" if dtype == torch.bfloat16 else "AVX512-FP16", requested)
     return dtype
 
 
@@ -385,6 +451,13 @@ def _describe(device: torch.device) -> str:
 def place(requested_device: str | None, requested_dtype: str | None, compile: bool = False) -> Placement:
     device = select_device(requested_device)
     dtype = resolve_dtype(device, requested_dtype)
+    if requested_dtype == INT8 and compile:
+        raise DeviceError("--dtype int8 cannot be combined with --torch-compile: use one or the other.")
+    if device.type == "cpu" and requested_dtype in (None, "", "auto", "float32"):
+        faster = [d for d in ("bfloat16", INT8) if d in cpu_fast_dtypes()]
+        if faster:
+            log.info("This CPU also runs --dtype %s (faster, slightly less exact; see benchmarks/README.md)",
+                     " or --dtype ".join(faster))
     return Placement(
         device=device,
         dtype=dtype,
@@ -392,13 +465,66 @@ def place(requested_device: str | None, requested_dtype: str | None, compile: bo
         token_gears=device.type == "npu",
         compile=compile,
         name=_describe(device),
+        int8=requested_dtype == INT8,
     )
 
 
+# ---- CPU: dtypes it runs natively, oneDNN, threads ------------------------------------------------
+
+
+INT8 = "int8"
+
+
+def cpu_fast_dtypes() -> set[str]:
+    """Dtypes this CPU runs natively, beyond float32: bfloat16 with AVX512-BF16 or AMX, float16 with
+    AVX512-FP16 or AMX-FP16, int8 where oneDNN's quantized linear layers are available."""
+    cpu = torch.cpu
+    fast = set()
+    if cpu._is_avx512_bf16_supported() or cpu._is_amx_tile_supported():
+        fast.add("bfloat16")
+    if getattr(cpu, "_is_amx_fp16_supported", lambda: False)() or _has_cpu_flag("avx512_fp16"):
+        fast.add("float16")
+    if _int8_problem(torch.device("cpu")) is None:
+        fast.add(INT8)
+    return fast
+
+
+def _has_cpu_flag(flag: str) -> bool:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            return any(line.startswith("flags") and flag in line.split() for line in f)
+    except OSError:
+        return False
+
+
+def _int8_problem(device: torch.device) -> str | None:
+    if device.type != "cpu":
+        return f"it is a CPU dtype (dynamic int8 quantization through oneDNN), not for {device.type}: use float16 or bfloat16"
+    if not torch.backends.mkldnn.is_available() or not hasattr(torch.ops.onednn, "qlinear_pointwise"):
+        return "this PyTorch build has no oneDNN quantized linear kernels (torch.ops.onednn.qlinear_pointwise)"
+    return None
+
+
+def onednn_linear(device: torch.device, dtype: torch.dtype) -> bool:
+    """Whether linear layers run through oneDNN with fused epilogues (models/linear.py): x86 CPUs,
+    in float32 always, in bfloat16 / float16 where the CPU has those instructions."""
+    if device.type != "cpu" or not torch.backends.mkldnn.is_available():
+        return False
+    if dtype == torch.float32:
+        return True
+    if dtype == torch.bfloat16:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    if dtype == torch.float16:
+        return bool(torch.ops.mkldnn._is_mkldnn_fp16_supported())
+    return False
+
+
 def configure_cpu_threads(num_threads: int | None = None) -> None:
-    """Use every physical core for intra-op work; inter-op parallelism only adds contention here."""
+    """Use every core for intra-op work; inter-op parallelism only adds contention here."""
+    global CPU_THREADS
     if num_threads:
-        torch.set_num_threads(num_threads)
+        CPU_THREADS = num_threads
+    torch.set_num_threads(CPU_THREADS)
     try:
         torch.set_num_interop_threads(1)
     except RuntimeError:

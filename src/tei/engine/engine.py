@@ -88,15 +88,22 @@ class Engine:
 
     def warmup(self) -> None:
         """One forward pass at full batch size, as TEI does: an out-of-memory shows up at start-up.
-        Devices that compile per shape then run one batch per shape gear."""
-        length = min(self.max_input_length, self.config.max_batch_tokens)
-        count = max(1, min(self.config.max_batch_tokens // length, self.config.max_batch_requests or 1 << 30, 64))
-        gears = self.model.placement.warmup_lengths(self.config.max_batch_tokens, length)
+        Devices that compile per shape then run one batch per shape gear; on CPU, oneDNN builds its
+        kernels for every gear. All of it on the inference thread (Batcher.call says why)."""
+        budget = self.batcher.max_batch_tokens  # the device's own budget where it is below the flag
+        length = min(self.max_input_length, budget)
+        count = max(1, min(budget // length, self.config.max_batch_requests or 1 << 30, 64))
+        gears = self.model.placement.warmup_lengths(budget, length)
         if gears:
             log.info("Warming up %d shape gears, up to %d tokens", len(gears), sum(gears[-1]))
         for lengths in [[length] * count, *gears]:
             ids = np.full(sum(lengths), 100, dtype=np.int32)
-            self.model.forward(self.model.make_batch(ids, np.zeros_like(ids), lengths))
+            self.batcher.call(lambda: self.model.forward(self.model.make_batch(ids, np.zeros_like(ids), lengths)))
+        kernels = self.model.placement.kernel_gears(budget)
+        lengths = self.model.placement.attention_lengths(self.max_input_length)
+        if kernels or lengths:
+            log.info("Building kernels for %d batch sizes and %d sequence lengths", len(kernels), len(lengths))
+            self.batcher.call(self.model.warm_kernels, kernels, lengths)
 
     def close(self) -> None:
         self.batcher.stop()
@@ -146,7 +153,7 @@ class Engine:
         usage = Usage(
             chars=sum(e.chars for e in encoded),
             tokens=sum(len(e.ids) for e in encoded),
-            tokenization_time=tokenized - start,
+            tokenization_time=(tokenized - start) / n,
             queue_time=job.queue_time / n,
             inference_time=job.inference_time / n,
             total_time=time.perf_counter() - start,

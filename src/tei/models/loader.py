@@ -10,7 +10,8 @@ from torch import nn
 
 from ..devices import Placement
 from . import bert, distilbert
-from .packed import PackedBatch, make_linear, pool
+from .linear import Linear, use_int8, use_onednn
+from .packed import AttentionPlan, PackedBatch, pool
 from .spec import DenseSpec, ModelSpec
 from .weights import Weights, load_state_dict
 
@@ -40,8 +41,8 @@ class ModelOutput:
 class Dense(nn.Module):
     def __init__(self, spec: DenseSpec, placement: Placement):
         super().__init__()
-        w = Weights(load_state_dict(spec.path), (), placement.dtype, placement.device)
-        self.linear = make_linear(w.get("linear.weight"), w.get("linear.bias") if spec.bias else None)
+        w = Weights(load_state_dict(spec.path), (), placement.head_dtype, placement.device)
+        self.linear = Linear(w.get("linear.weight"), w.get("linear.bias") if spec.bias else None)
         self.tanh = spec.activation == "tanh"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -67,8 +68,16 @@ class Model:
         heads = int(cfg.get("num_attention_heads", cfg.get("n_heads", 1)))
         self.attention = placement.kernel_for(self.hidden_size // heads)
         self.encoder, self.head = arch.build(weights, spec.config, self.attention, classifier)
+        if self.head is not None:
+            self.head.to(placement.head_dtype)
         self.dense = nn.ModuleList(Dense(d, placement) for d in spec.dense)
         self.encoder.eval()
+        if placement.int8:
+            use_int8(self.encoder)
+        if placement.onednn_linear:
+            # The encoder only: heads and Dense layers see one row per sequence, a count that would
+            # need a oneDNN kernel each, for work too small to gain from it.
+            use_onednn(self.encoder)
         if placement.compile:
             for layer in self.encoder.layers:
                 layer.compile(dynamic=True)
@@ -82,15 +91,34 @@ class Model:
         out = ModelOutput()
         if self.head is not None:
             cls = pool(hidden, batch, "cls")[:real]
-            out.logits = self.head(cls).float().cpu().numpy()
+            out.logits = self.head(cls.to(self.placement.head_dtype)).float().cpu().numpy()
             return out
-        pooled = pool(hidden, batch, self.spec.pooling)[:real].to(self.placement.dtype)
+        pooled = pool(hidden, batch, self.spec.pooling)[:real].to(self.placement.head_dtype)
         for layer in self.dense:
             pooled = layer(pooled)
         out.pooled = pooled.float().cpu().numpy()
         if want_hidden:
             out.hidden = hidden[: sum(batch.lengths[:real])].float().cpu().numpy()
         return out
+
+    @torch.inference_mode()
+    def warm_kernels(self, token_counts: list[int], lengths: list[int]) -> None:
+        """Build the kernels batches will need, once, at start-up (devices.Placement.kernel_gears and
+        attention_lengths): the first encoder layer once per token count, in sequences of 16 tokens
+        that keep attention cheap (every layer and every later batch of that size reuses the linear
+        layers' kernels); then attention alone once per sequence length."""
+        self.placement.prepare_forward(0)
+        first = self.encoder.layers[0]
+        dtype, device = self.placement.dtype, self.placement.device
+        for tokens in token_counts:
+            chunks = [16] * (tokens // 16) + ([tokens % 16] if tokens % 16 else [])
+            batch = self.make_batch(np.zeros(tokens, dtype=np.int32), np.zeros(tokens, dtype=np.int32), chunks)
+            first(torch.zeros(len(batch.input_ids), self.hidden_size, dtype=dtype, device=device),
+                  AttentionPlan(batch, self.attention))
+        for length in lengths:
+            batch = self.make_batch(np.zeros(length, dtype=np.int32), np.zeros(length, dtype=np.int32), [length])
+            qkv = torch.zeros(len(batch.input_ids), 3 * self.hidden_size, dtype=dtype, device=device)
+            AttentionPlan(batch, self.attention).attend(qkv, first.num_heads)
 
     def make_batch(self, ids: np.ndarray, type_ids: np.ndarray, lengths: list[int]) -> PackedBatch:
         """Host arrays → device tensors; positions restart at `position_offset` for each sequence."""

@@ -1,0 +1,118 @@
+"""The no-server baseline: sentence-transformers `encode(batch_size=32)` in one process, on the
+benchmark's own texts, with no HTTP, no JSON and no client.
+
+As a worker for compare.py (`--serve`), it loads the model once and answers JSON lines on stdin:
+
+    {"op": "throughput", "dtype": "float32", "seconds": 15}  → {"texts", "seconds", "cpu_seconds"}
+    {"op": "single", "dtype": "float32", "count": 20}         → {"latencies_ms": [...]}
+
+Throughput encodes the workload's texts (benchmarks/workload.py, in request order, continuing
+where the last call stopped) GROUP texts per `encode` call until `seconds` have passed; each call
+sorts its texts by length before batching, sentence-transformers' best case. `single` times
+`encode([text])` one text at a time. "bfloat16" runs the float32 model under CPU autocast, as a
+user would. Standalone, it prints one JSON object:
+
+    python benchmarks/inprocess.py --model <folder> --dtype float32 --seconds 20 --single 100
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import workload  # noqa: E402
+
+GROUP = 512
+
+
+class Baseline:
+    def __init__(self, model: str, seed: int, batch_size: int = 32):
+        import torch
+        from sentence_transformers import SentenceTransformer
+
+        self.torch = torch
+        self.model = SentenceTransformer(model, device="cpu")
+        self.batch_size = batch_size
+        self.texts = [t for req in workload.requests(seed, 4000) for t in req]
+        self.singles = workload.single_texts(seed, 4000)
+        self.cursor = {"texts": 0, "singles": 0}
+
+    def _autocast(self, dtype: str):
+        if dtype == "bfloat16":
+            return self.torch.autocast("cpu", dtype=self.torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _take(self, pool: str, n: int) -> list[str]:
+        source = self.texts if pool == "texts" else self.singles
+        start = self.cursor[pool]
+        self.cursor[pool] = start + n
+        return [source[(start + i) % len(source)] for i in range(n)]
+
+    def warmup(self, dtype: str) -> None:
+        with self._autocast(dtype):
+            self.model.encode(self.texts[:64], batch_size=self.batch_size)
+            for text in self.singles[:10]:
+                self.model.encode([text])
+
+    def throughput(self, dtype: str, seconds: float) -> dict:
+        texts = 0
+        began, cpu = time.perf_counter(), time.process_time()
+        with self._autocast(dtype):
+            while time.perf_counter() - began < seconds:
+                group = self._take("texts", GROUP)
+                self.model.encode(group, batch_size=self.batch_size)
+                texts += len(group)
+        return {"texts": texts, "seconds": time.perf_counter() - began, "cpu_seconds": time.process_time() - cpu}
+
+    def single(self, dtype: str, count: int) -> dict:
+        latencies = []
+        with self._autocast(dtype):
+            for text in self._take("singles", count):
+                start = time.perf_counter()
+                self.model.encode([text])
+                latencies.append((time.perf_counter() - start) * 1000)
+        return {"latencies_ms": latencies}
+
+
+def serve(baseline: Baseline) -> None:
+    for dtype in ("float32", "bfloat16"):
+        baseline.warmup(dtype)
+    print(json.dumps({"ready": True}), flush=True)
+    for line in sys.stdin:
+        cmd = json.loads(line)
+        if cmd["op"] == "quit":
+            return
+        if cmd["op"] == "throughput":
+            out = baseline.throughput(cmd["dtype"], cmd["seconds"])
+        else:
+            out = baseline.single(cmd["dtype"], cmd["count"])
+        print(json.dumps(out), flush=True)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--serve", action="store_true", help="JSON-lines worker for compare.py")
+    p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
+    p.add_argument("--seconds", type=float, default=20.0)
+    p.add_argument("--single", type=int, default=0, help="texts for the one-at-a-time latency run")
+    args = p.parse_args()
+    baseline = Baseline(args.model, args.seed)
+    if args.serve:
+        return serve(baseline)
+    baseline.warmup(args.dtype)
+    out = baseline.throughput(args.dtype, args.seconds)
+    out["texts_per_s"] = round(out["texts"] / out["seconds"], 2)
+    if args.single:
+        lat = sorted(baseline.single(args.dtype, args.single)["latencies_ms"])
+        out["single_p50_ms"] = round(lat[len(lat) // 2], 2)
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
