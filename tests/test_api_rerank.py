@@ -35,22 +35,24 @@ def _sigmoid(x):
     return 1.0 / (1.0 + np.exp(-np.asarray(x, dtype=np.float64)))
 
 
+def _client(server):
+    with httpx.Client(base_url=server.url, timeout=120) as client:
+        yield client
+
+
 @pytest.fixture(scope="module")
 def rr(reranker_server):
-    with httpx.Client(base_url=reranker_server.url, timeout=120) as client:
-        yield client
+    yield from _client(reranker_server)
 
 
 @pytest.fixture(scope="module")
 def cls(classifier_server):
-    with httpx.Client(base_url=classifier_server.url, timeout=120) as client:
-        yield client
+    yield from _client(classifier_server)
 
 
 @pytest.fixture(scope="module")
 def emb(default_server):
-    with httpx.Client(base_url=default_server.url, timeout=120) as client:
-        yield client
+    yield from _client(default_server)
 
 
 @pytest.fixture(scope="module")

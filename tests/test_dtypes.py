@@ -111,28 +111,28 @@ def test_reranker_in_bfloat16_is_as_close_as_transformers_in_bfloat16(reranker_p
 # ---- the linear layers themselves ------------------------------------------------------------------
 
 
-def _linear_pair(activation, seed=0, n_in=48, n_out=80):
+def _linear_case(activation, rows, seed=0, n_in=48, n_out=80):
+    """A Linear layer, an input, a residual, and the layer's output computed eagerly."""
     gen = torch.Generator().manual_seed(seed)
     weight = torch.randn(n_out, n_in, generator=gen) * 0.2
     bias = torch.randn(n_out, generator=gen)
-    return Linear(weight.clone(), bias.clone(), activation), weight, bias
+    x, residual = torch.randn(rows, n_in), torch.randn(rows, n_out)
+    expected = F.linear(x, weight, bias)
+    if activation:
+        expected = ACTIVATIONS[activation][0](expected)
+    return Linear(weight.clone(), bias.clone(), activation), x, residual, expected
 
 
 @pytest.mark.parametrize("activation", [None, *ACTIVATIONS])
 def test_onednn_linear_matches_eager(activation):
     if not torch.backends.mkldnn.is_available():
         pytest.skip("this PyTorch build has no oneDNN")
-    layer, weight, bias = _linear_pair(activation)
+    layer, x, residual, expected = _linear_case(activation, rows=37)
     layer.use_onednn()
-    x = torch.randn(37, 48)
-    residual = torch.randn(37, 80)
-    expected = F.linear(x, weight, bias)
-    if activation:
-        expected = ACTIVATIONS[activation][0](expected)
     assert torch.allclose(layer(x), expected, atol=1e-5, rtol=1e-5)
     if activation is None:
         before = residual.clone()
-        assert torch.allclose(layer.add(x, residual), residual + F.linear(x, weight, bias), atol=1e-5, rtol=1e-5)
+        assert torch.allclose(layer.add(x, residual), residual + expected, atol=1e-5, rtol=1e-5)
         assert torch.equal(residual, before)  # the residual is an input, not an accumulator
 
 
@@ -140,13 +140,8 @@ def test_onednn_linear_matches_eager(activation):
 def test_int8_linear_stays_close(activation):
     if "int8" not in cpu_fast_dtypes():
         pytest.skip("no oneDNN int8 kernels in this PyTorch build")
-    layer, weight, bias = _linear_pair(activation, seed=1)
+    layer, x, residual, expected = _linear_case(activation, rows=64, seed=1)
     layer.use_int8()
-    x = torch.randn(64, 48)
-    residual = torch.randn(64, 80)
-    expected = F.linear(x, weight, bias)
-    if activation:
-        expected = ACTIVATIONS[activation][0](expected)
     assert F.cosine_similarity(layer(x), expected, dim=1).min() >= 0.999
     if activation is None:
         assert F.cosine_similarity(layer.add(x, residual), expected + residual, dim=1).min() >= 0.999

@@ -80,7 +80,11 @@ def build_hf_encoder(folder: Path, arch: str, seed: int = 0) -> Path:
     import transformers as tf
 
     torch.manual_seed(seed)
-    model = tf.AutoModel.from_config(_config(arch))
+    return _save(tf.AutoModel.from_config(_config(arch)), folder, seed)
+
+
+def _save(model, folder: Path, seed: int) -> Path:
+    """Random weights, saved as safetensors next to the shared tokenizer."""
     _randomize(model, seed)
     model.eval()
     folder.mkdir(parents=True, exist_ok=True)
@@ -115,10 +119,4 @@ def build_classifier(folder: Path, arch: str, num_labels: int = 1, seed: int = 0
     torch.manual_seed(seed)
     id2label = {i: (f"LABEL_{i}" if num_labels == 1 else f"label_{chr(97 + i)}") for i in range(num_labels)}
     config = _config(arch, num_labels=num_labels, id2label=id2label, label2id={v: k for k, v in id2label.items()})
-    model = tf.AutoModelForSequenceClassification.from_config(config)
-    _randomize(model, seed)
-    model.eval()
-    folder.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(folder, safe_serialization=True)
-    _copy_tokenizer(folder)
-    return folder
+    return _save(tf.AutoModelForSequenceClassification.from_config(config), folder, seed)
