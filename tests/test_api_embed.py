@@ -130,6 +130,11 @@ def test_batch_larger_than_max_client_batch_size_is_413(client):
         (b'{"inputs": [999999999]}', 422),
         (b'{"inputs": "a", "prompt_name": "nope"}', 422),
         (b"[]", 422),
+        # types are strict, as TEI's serde is: no guessing at strings or numbers
+        (b'{"inputs": "a", "normalize": "yes"}', 422),
+        (b'{"inputs": "a", "truncate": 1}', 422),
+        (b'{"inputs": "a", "dimensions": "8"}', 422),
+        (b'{"inputs": [1.0, 2.0]}', 422),
     ],
 )
 def test_bad_bodies_get_tei_errors(client, body, status):

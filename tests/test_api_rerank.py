@@ -317,6 +317,8 @@ def test_authorization_header_is_ignored_without_an_api_key(rr, header):
         ({"query": QUERY, "documents": [{"title": "no text"}]}, "`documents[0]` must be a string or an object"),
         ({"query": QUERY, "documents": [{"a": "x"}], "rank_fields": ["b"]}, "none of the `rank_fields`"),
         ({"query": QUERY, "documents": DOCS, "top_n": -1}, "top_n"),
+        ({"query": QUERY, "documents": DOCS, "top_n": "2"}, "top_n"),
+        ({"query": QUERY, "texts": DOCS, "return_text": "true"}, "return_text"),
         ({"query": QUERY, "texts": DOCS, "truncation_direction": "middle"}, "truncation_direction"),
         ({"query": QUERY, "texts": DOCS, "truncation_direction": "LEFT"}, "truncation_direction"),
         ({"query": ["a"], "texts": DOCS}, "query"),

@@ -6,12 +6,19 @@ from typing import List, Literal, Optional, Union
 import orjson
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 # One item is a string or a list of token ids; `inputs` is one item or a list of them.
 InputItem = Union[str, List[int]]
 Inputs = Union[str, List[int], List[InputItem]]
 Direction = Literal["right", "left", "Right", "Left"]
+
+
+class Body(BaseModel):
+    """A request body. Types are strict, as TEI's serde is: `"normalize": "yes"` or `"dimensions": "8"`
+    is a 422, not a guess."""
+
+    model_config = ConfigDict(strict=True)
 
 
 def items(inputs: Inputs) -> list:
@@ -25,7 +32,7 @@ def items(inputs: Inputs) -> list:
     return list(inputs)
 
 
-class EmbedRequest(BaseModel):
+class EmbedRequest(Body):
     inputs: Inputs
     truncate: Optional[bool] = None
     truncation_direction: Direction = "right"
@@ -34,14 +41,14 @@ class EmbedRequest(BaseModel):
     dimensions: Optional[int] = None
 
 
-class EmbedAllRequest(BaseModel):
+class EmbedAllRequest(Body):
     inputs: Inputs
     truncate: Optional[bool] = None
     truncation_direction: Direction = "right"
     prompt_name: Optional[str] = None
 
 
-class OpenAIEmbedRequest(BaseModel):
+class OpenAIEmbedRequest(Body):
     input: Inputs
     model: Optional[str] = None
     user: Optional[str] = None
@@ -49,29 +56,29 @@ class OpenAIEmbedRequest(BaseModel):
     dimensions: Optional[int] = None
 
 
-class TokenizeRequest(BaseModel):
+class TokenizeRequest(Body):
     inputs: Union[str, List[str]]
     add_special_tokens: bool = True
     prompt_name: Optional[str] = None
 
 
-class DecodeRequest(BaseModel):
+class DecodeRequest(Body):
     ids: Union[List[int], List[List[int]]]
     skip_special_tokens: bool = True
 
 
-class SimilarityInputs(BaseModel):
+class SimilarityInputs(Body):
     source_sentence: str
     sentences: List[str]
 
 
-class SimilarityParameters(BaseModel):
+class SimilarityParameters(Body):
     truncate: Optional[bool] = None
     truncation_direction: Direction = "right"
     prompt_name: Optional[str] = None
 
 
-class SimilarityRequest(BaseModel):
+class SimilarityRequest(Body):
     inputs: SimilarityInputs
     parameters: Optional[SimilarityParameters] = Field(default=None)
 

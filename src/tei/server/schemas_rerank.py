@@ -7,14 +7,14 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional, Tuple, Union
 
-from pydantic import BaseModel, Field, PrivateAttr, StrictInt, model_validator
+from pydantic import Field, PrivateAttr, StrictInt, model_validator
 
-from .schemas import Direction
+from .schemas import Body, Direction
 
 TEI, COHERE = "tei", "cohere"
 
 
-class TextObject(BaseModel):
+class TextObject(Body):
     """Jina's `{"text": ...}` query form."""
 
     text: str
@@ -24,7 +24,7 @@ class TextObject(BaseModel):
 Document = Union[str, Dict[str, Any]]
 
 
-class RerankRequest(BaseModel):
+class RerankRequest(Body):
     query: Union[str, TextObject]
     texts: Optional[List[str]] = None  # TEI: answered with a bare list
     documents: Optional[List[Document]] = None  # Cohere/Jina: answered with {"results": ...}
@@ -94,7 +94,7 @@ Sequence = Union[str, Tuple[str, str], List[int]]
 PredictInputs = Union[str, List[Union[str, StrictInt, List[Union[str, StrictInt]]]]]
 
 
-class PredictRequest(BaseModel):
+class PredictRequest(Body):
     inputs: PredictInputs
     truncate: Optional[bool] = None
     truncation_direction: Direction = "right"
