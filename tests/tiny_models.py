@@ -120,3 +120,16 @@ def build_classifier(folder: Path, arch: str, num_labels: int = 1, seed: int = 0
     id2label = {i: (f"LABEL_{i}" if num_labels == 1 else f"label_{chr(97 + i)}") for i in range(num_labels)}
     config = _config(arch, num_labels=num_labels, id2label=id2label, label2id={v: k for k, v in id2label.items()})
     return _save(tf.AutoModelForSequenceClassification.from_config(config), folder, seed)
+
+
+def build_splade_model(folder: Path, arch: str, seed: int = 0, activation: str = "relu") -> Path:
+    """A sentence-transformers SparseEncoder folder: MLMTransformer (a *ForMaskedLM) + SpladePooling."""
+    import transformers as tf
+    from sentence_transformers.sparse_encoder import SparseEncoder
+    from sentence_transformers.sparse_encoder.modules import MLMTransformer, SpladePooling
+
+    torch.manual_seed(seed)
+    hf = _save(tf.AutoModelForMaskedLM.from_config(_config(arch)), folder.parent / (folder.name + "-hf"), seed)
+    modules = [MLMTransformer(str(hf), max_seq_length=128), SpladePooling("max", activation_function=activation)]
+    SparseEncoder(modules=modules, device="cpu").save(str(folder))
+    return folder

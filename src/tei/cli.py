@@ -69,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
           "CPUs with AVX512-BF16 or AMX; int8 (CPU only) quantizes the encoder's linear layers dynamically")
     p.add("--served-model-name", help="Model name reported by /info and the OpenAI route")
     p.add("--pooling", choices=["cls", "mean", "splade", "last-token", "last_token"],
-          help="Override the sentence-transformers pooling")
+          help="Override the sentence-transformers pooling (splade: *ForMaskedLM models, /embed_sparse)")
     p.add("--max-concurrent-requests", type=int, default=512,
           help="Maximum number of concurrent items; more gets 429")
     p.add("--max-batch-tokens", type=int, default=16384, help="Token budget of one forward pass")

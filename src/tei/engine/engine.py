@@ -193,6 +193,8 @@ class Engine:
         dimensions: int | None = None,
     ) -> Result:
         self._require("embedding", message="Model is not an embedding model")
+        if normalize and self.splade:
+            raise WrongModelType("`normalize` is not available for SPLADE models")
         self._check_batch(len(inputs))
         if dimensions is not None:
             if dimensions <= 0:
@@ -220,9 +222,32 @@ class Engine:
         prompt_name: str | None = None,
     ) -> Result:
         self._require("embedding", message="Model is not an embedding model")
+        if self.splade:
+            raise WrongModelType("`embed_all` is not available for SPLADE models")
         self._check_batch(len(inputs))
         opts = TokenizeOptions(self._truncate(truncate), truncation_direction, self._prompt(prompt_name))
         return await self._run(EMBED_ALL, inputs, opts)
+
+    @property
+    def splade(self) -> bool:
+        return self.spec.kind == "embedding" and self.spec.pooling == "splade"
+
+    @metrics.metered("inputs")
+    async def embed_sparse(
+        self,
+        inputs: Sequence[Input],
+        truncate: bool | None = None,
+        truncation_direction: str = "right",
+        prompt_name: str | None = None,
+    ) -> Result:
+        """SPLADE vectors as (vocabulary indices, weights) per input: the non-zero entries, ascending."""
+        if not self.splade:
+            raise WrongModelType("Model is not an embedding model with SPLADE pooling")
+        self._check_batch(len(inputs))
+        opts = TokenizeOptions(self._truncate(truncate), truncation_direction, self._prompt(prompt_name))
+        result = await self._run(EMBED, inputs, opts)
+        result.values = [(np.flatnonzero(row), row[row != 0]) for row in result.values]
+        return result
 
     @metrics.metered("inputs")
     async def predict(

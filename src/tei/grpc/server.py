@@ -27,7 +27,7 @@ from grpc_reflection.v1alpha import reflection
 
 from .. import __version__, tracing
 from ..engine import scores
-from ..engine.errors import BackendError, EmptyInput, EngineError, Overloaded, ValidationError, WrongModelType
+from ..engine.errors import BackendError, EmptyInput, EngineError, Overloaded, ValidationError
 from ..server.responses import compute_headers
 from ..server.routes_tei import info_body
 from . import tei_pb2 as pb
@@ -239,8 +239,16 @@ class TeiServicer(
         return pb.EmbedAllResponse(token_embeddings=tokens, metadata=_metadata(result.usage, start)), result.usage
 
     async def _embed_sparse(self, req):
-        # The engine has no SPLADE pooling yet, so no model it loads can answer; TEI's message for such a model.
-        raise WrongModelType("Model is not an embedding model with SPLADE pooling")
+        start = time.perf_counter()
+        result = await self.engine.embed_sparse(
+            [req.inputs],
+            truncate=req.truncate,
+            truncation_direction=_direction(req.truncation_direction),
+            prompt_name=_optional(req, "prompt_name"),
+        )
+        indices, values = result.values[0]
+        sparse = [pb.SparseValue(index=i, value=v) for i, v in zip(indices.tolist(), values.tolist())]
+        return pb.EmbedSparseResponse(sparse_embeddings=sparse, metadata=_metadata(result.usage, start)), result.usage
 
     async def Embed(self, request, context):
         return await self._reply(context, self._embed(request))

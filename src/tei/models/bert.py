@@ -10,6 +10,7 @@ from torch import nn
 
 from .linear import Linear, concatenated
 from .packed import AttentionPlan, PackedBatch, make_layer_norm
+from .splade import MaskedLMHead
 from .weights import Weights
 
 PREFIXES = ("bert", "roberta", "model")
@@ -111,3 +112,15 @@ def build(w: Weights, cfg: dict, attention: str, classifier: bool):
     if classifier:
         head = RobertaClassifierHead(w) if cfg.get("model_type") in ROBERTA_TYPES else BertClassifierHead(w)
     return encoder, head
+
+
+def mlm_head(w: Weights, cfg: dict) -> MaskedLMHead:
+    """The masked-LM head of `BertForMaskedLM` (`cls.predictions`) or `RobertaForMaskedLM` (`lm_head`)."""
+    eps = cfg.get("layer_norm_eps", 1e-12)
+    if cfg.get("model_type") in ROBERTA_TYPES:
+        names = {"dense": "lm_head.dense", "norm": "lm_head.layer_norm", "decoder": "lm_head.decoder",
+                 "bias": ("lm_head.bias", "lm_head.decoder.bias")}
+        return MaskedLMHead(w, names, "gelu", eps)
+    names = {"dense": "cls.predictions.transform.dense", "norm": "cls.predictions.transform.LayerNorm",
+             "decoder": "cls.predictions.decoder", "bias": ("cls.predictions.bias", "cls.predictions.decoder.bias")}
+    return MaskedLMHead(w, names, cfg.get("hidden_act", "gelu"), eps)

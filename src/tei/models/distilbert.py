@@ -6,6 +6,7 @@ from torch import nn
 
 from .linear import Linear, concatenated
 from .packed import AttentionPlan, PackedBatch, make_layer_norm
+from .splade import MaskedLMHead
 from .weights import Weights
 
 PREFIXES = ("distilbert",)
@@ -65,3 +66,10 @@ class DistilBertClassifierHead(nn.Module):
 
 def build(w: Weights, cfg: dict, attention: str, classifier: bool):
     return DistilBertModel(w, cfg, attention), (DistilBertClassifierHead(w) if classifier else None)
+
+
+def mlm_head(w: Weights, cfg: dict) -> MaskedLMHead:
+    """The masked-LM head of `DistilBertForMaskedLM`."""
+    names = {"dense": "vocab_transform", "norm": "vocab_layer_norm", "decoder": "vocab_projector",
+             "bias": ("vocab_projector.bias",)}
+    return MaskedLMHead(w, names, cfg.get("activation", "gelu"), _EPS)

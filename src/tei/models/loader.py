@@ -9,15 +9,16 @@ import torch
 from torch import nn
 
 from ..devices import Placement
-from . import bert, distilbert
+from . import bert, distilbert, splade
 from .linear import Linear, use_int8, use_onednn
 from .packed import AttentionPlan, PackedBatch, pool
-from .spec import DenseSpec, ModelSpec
+from .spec import SPLADE_ACTIVATIONS, DenseSpec, ModelSpec
 from .weights import Weights, load_state_dict
 
 log = logging.getLogger(__name__)
 
-# config.json `model_type` → module with PREFIXES and build(weights, cfg, attention, classifier)
+# config.json `model_type` → module with PREFIXES, build(weights, cfg, attention, classifier) and
+# mlm_head(weights, cfg) (SPLADE)
 ARCHITECTURES = {
     "bert": bert,
     "roberta": bert,
@@ -33,7 +34,7 @@ class UnsupportedModel(ValueError):
 
 @dataclasses.dataclass
 class ModelOutput:
-    pooled: np.ndarray | None = None  # [B, D] float32: embeddings after pooling and Dense
+    pooled: np.ndarray | None = None  # [B, D] float32: embeddings after pooling and Dense (SPLADE: D = vocabulary)
     hidden: np.ndarray | None = None  # [T, H] float32: per-token states, for /embed_all
     logits: np.ndarray | None = None  # [B, C] float32
 
@@ -71,6 +72,7 @@ class Model:
         if self.head is not None:
             self.head.to(placement.head_dtype)
         self.dense = nn.ModuleList(Dense(d, placement) for d in spec.dense)
+        self.mlm = arch.mlm_head(weights, cfg).to(placement.head_dtype) if spec.pooling == "splade" else None
         self.encoder.eval()
         if placement.int8:
             use_int8(self.encoder)
@@ -82,6 +84,8 @@ class Model:
             for layer in self.encoder.layers:
                 layer.compile(dynamic=True)
         self.output_size = spec.dense[-1].out_features if spec.dense else self.hidden_size
+        if self.mlm is not None:
+            self.output_size = self.mlm.vocab_size
 
     @torch.inference_mode()
     def forward(self, batch: PackedBatch, want_hidden: bool = False) -> ModelOutput:
@@ -93,9 +97,12 @@ class Model:
             cls = pool(hidden, batch, "cls")[:real]
             out.logits = self.head(cls.to(self.placement.head_dtype)).float().cpu().numpy()
             return out
-        pooled = pool(hidden, batch, self.spec.pooling)[:real].to(self.placement.head_dtype)
-        for layer in self.dense:
-            pooled = layer(pooled)
+        if self.mlm is not None:
+            pooled = splade.pool(hidden, batch, self.mlm, real, SPLADE_ACTIVATIONS[self.spec.splade_activation])
+        else:
+            pooled = pool(hidden, batch, self.spec.pooling)[:real].to(self.placement.head_dtype)
+            for layer in self.dense:
+                pooled = layer(pooled)
         out.pooled = pooled.float().cpu().numpy()
         if want_hidden:
             out.hidden = hidden[: sum(batch.lengths[:real])].float().cpu().numpy()

@@ -10,6 +10,8 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 POOLINGS = ("cls", "mean", "last_token", "splade")
+# SpladePooling `activation_function` → how many times log1p follows the ReLU
+SPLADE_ACTIVATIONS = {"relu": 1, "log1p_relu": 2}
 # sentence-transformers wrote one config file per architecture before `sentence_bert_config.json`.
 _ST_CONFIG_NAMES = (
     "sentence_bert_config.json",
@@ -49,6 +51,7 @@ class ModelSpec:
     dense: tuple[DenseSpec, ...]
     prompts: dict[str, str]
     default_prompt_name: str | None
+    splade_activation: str = "relu"  # sentence-transformers' SpladePooling `activation_function`
 
     @property
     def num_labels(self) -> int:
@@ -65,6 +68,23 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _splade_from_st(folder: Path) -> str | None:
+    """The activation of a sentence-transformers SparseEncoder's SpladePooling module, if it has one."""
+    modules = _read_json(folder / "modules.json")
+    for module in modules if isinstance(modules, list) else ():
+        if not module.get("type", "").endswith("SpladePooling"):
+            continue
+        cfg = _read_json(folder / module.get("path", "") / "config.json") or {}
+        strategy, activation = cfg.get("pooling_strategy", "max"), cfg.get("activation_function", "relu")
+        if strategy != "max" or activation not in SPLADE_ACTIVATIONS:
+            raise ModelSpecError(
+                f"SpladePooling with pooling_strategy `{strategy}` and activation_function `{activation}` is not "
+                f"supported: max pooling with {' or '.join(SPLADE_ACTIVATIONS)} is."
+            )
+        return activation
+    return None
 
 
 def _pooling_from_st(folder: Path) -> str | None:
@@ -135,10 +155,11 @@ def read_spec(folder: Path, pooling_override: str | None = None) -> ModelSpec:
     model_type = config.get("model_type", "")
     pooling_override = pooling_override.replace("-", "_") if pooling_override else None
     if pooling_override is not None and pooling_override not in POOLINGS:
-        raise ModelSpecError(f"Unknown pooling `{pooling_override}`: use cls, mean or last-token.")
+        raise ModelSpecError(f"Unknown pooling `{pooling_override}`: use cls, mean, splade or last-token.")
 
     kind = "embedding"
-    for arch in config.get("architectures") or []:
+    architectures = config.get("architectures") or []
+    for arch in architectures:
         if arch.endswith("Classification"):
             kind = "classifier"
             if pooling_override:
@@ -147,6 +168,7 @@ def read_spec(folder: Path, pooling_override: str | None = None) -> ModelSpec:
 
     id2label = None
     pooling = None
+    splade_activation = None
     if kind == "classifier":
         raw = config.get("id2label")
         if not raw or not config.get("label2id"):
@@ -154,9 +176,10 @@ def read_spec(folder: Path, pooling_override: str | None = None) -> ModelSpec:
         id2label = {str(k): str(v) for k, v in raw.items()}
         kind = "reranker" if len(id2label) == 1 else "classifier"
     else:
-        pooling = pooling_override or _pooling_from_st(folder)
-        if pooling == "splade":
-            raise ModelSpecError("SPLADE pooling needs a *ForMaskedLM model, which is not supported yet.")
+        splade_activation = _splade_from_st(folder)
+        pooling = pooling_override or ("splade" if splade_activation else _pooling_from_st(folder))
+        if pooling == "splade" and not any(a.endswith("ForMaskedLM") for a in architectures):
+            raise ModelSpecError("SPLADE pooling needs a *ForMaskedLM model (config.json `architectures`).")
         if pooling is None:
             if "bert" not in model_type:
                 raise ModelSpecError("No 1_Pooling/config.json found: pass --pooling cls, mean or last-token.")
@@ -188,4 +211,5 @@ def read_spec(folder: Path, pooling_override: str | None = None) -> ModelSpec:
         dense=_dense_layers(folder) if kind == "embedding" else (),
         prompts={str(k): str(v) for k, v in (st_cfg.get("prompts") or {}).items()},
         default_prompt_name=st_cfg.get("default_prompt_name"),
+        splade_activation=splade_activation or "relu",
     )

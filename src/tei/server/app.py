@@ -8,7 +8,7 @@ from .. import __version__
 from . import errors, metrics, routes_openai, routes_rerank, routes_tei
 from .auth import ApiKeyAuth
 from .limits import PayloadLimit
-from .schemas import EmbedRequest, read_json, validate
+from .schemas import EmbedAllRequest, EmbedRequest, read_json, validate
 from .schemas_rerank import PredictRequest, RerankRequest
 from .tracing import RequestSpans
 
@@ -38,9 +38,12 @@ def create_app(engine, settings) -> FastAPI:
     @app.post("/", tags=["Text Embeddings Inference"], summary="Default task of the model")
     @app.post("/invocations", include_in_schema=False)
     async def _default_task(request: Request):
-        # TEI dispatches by model type: classifier → /predict, reranker → /rerank, embedding → /embed.
+        # TEI dispatches by model type: classifier → /predict, reranker → /rerank, embedding → /embed
+        # (/embed_sparse with SPLADE pooling).
         data = await read_json(request)
         kind = engine.spec.kind
+        if engine.splade:
+            return await routes_tei.embed_sparse(validate(EmbedAllRequest, data), request)
         if kind == "embedding":
             return await routes_tei.embed(validate(EmbedRequest, data), request)
         if kind == "reranker" and not (isinstance(data, dict) and "inputs" in data):

@@ -1,4 +1,4 @@
-"""TEI's native routes: /embed, /embed_all, /similarity, /tokenize, /decode, /info, /health."""
+"""TEI's native routes: /embed, /embed_all, /embed_sparse, /similarity, /tokenize, /decode, /info, /health."""
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
@@ -40,6 +40,19 @@ async def embed_all(req: EmbedAllRequest, request: Request):
         prompt_name=req.prompt_name,
     )
     return with_usage(result.values, result.usage)
+
+
+@router.post("/embed_sparse", tags=["Text Embeddings Inference"], summary="Get sparse embeddings (SPLADE)")
+async def embed_sparse(req: EmbedAllRequest, request: Request):
+    engine = request.app.state.engine
+    result = await engine.embed_sparse(
+        items(req.inputs),
+        truncate=req.truncate,
+        truncation_direction=_lower(req.truncation_direction),
+        prompt_name=req.prompt_name,
+    )
+    sparse = [[{"index": i, "value": v} for i, v in zip(indices.tolist(), values)] for indices, values in result.values]
+    return with_usage(sparse, result.usage)
 
 
 @router.post("/similarity", tags=["Text Embeddings Inference"], summary="Cosine similarity to a source")
