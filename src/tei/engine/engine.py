@@ -176,6 +176,12 @@ class Engine:
         self.batcher.submit(job, encoded)
         return job
 
+    async def _embed_run(self, kind: str, inputs, truncate, truncation_direction: str, prompt_name) -> Result:
+        """What the embedding operations share: the batch check, tokenization options, the run."""
+        self._check_batch(len(inputs))
+        opts = TokenizeOptions(self._truncate(truncate), truncation_direction, self._prompt(prompt_name))
+        return await self._run(kind, inputs, opts)
+
     def _require(self, *kinds: str, message: str) -> None:
         if self.spec.kind not in kinds:
             raise WrongModelType(message)
@@ -195,7 +201,6 @@ class Engine:
         self._require("embedding", message="Model is not an embedding model")
         if normalize and self.splade:
             raise WrongModelType("`normalize` is not available for SPLADE models")
-        self._check_batch(len(inputs))
         if dimensions is not None:
             if dimensions <= 0:
                 raise ValidationError("`dimensions` should be positive")
@@ -203,8 +208,7 @@ class Engine:
                 raise ValidationError(
                     f"`dimensions` should be smaller than the maximum embedding dimension ({self.model.output_size})."
                 )
-        opts = TokenizeOptions(self._truncate(truncate), truncation_direction, self._prompt(prompt_name))
-        result = await self._run(EMBED, inputs, opts)
+        result = await self._embed_run(EMBED, inputs, truncate, truncation_direction, prompt_name)
         vectors = result.values
         if dimensions is not None:
             vectors = np.ascontiguousarray(vectors[:, :dimensions])
@@ -224,9 +228,7 @@ class Engine:
         self._require("embedding", message="Model is not an embedding model")
         if self.splade:
             raise WrongModelType("`embed_all` is not available for SPLADE models")
-        self._check_batch(len(inputs))
-        opts = TokenizeOptions(self._truncate(truncate), truncation_direction, self._prompt(prompt_name))
-        return await self._run(EMBED_ALL, inputs, opts)
+        return await self._embed_run(EMBED_ALL, inputs, truncate, truncation_direction, prompt_name)
 
     @property
     def splade(self) -> bool:
@@ -243,9 +245,7 @@ class Engine:
         """SPLADE vectors as (vocabulary indices, weights) per input: the non-zero entries, ascending."""
         if not self.splade:
             raise WrongModelType("Model is not an embedding model with SPLADE pooling")
-        self._check_batch(len(inputs))
-        opts = TokenizeOptions(self._truncate(truncate), truncation_direction, self._prompt(prompt_name))
-        result = await self._run(EMBED, inputs, opts)
+        result = await self._embed_run(EMBED, inputs, truncate, truncation_direction, prompt_name)
         result.values = [(np.flatnonzero(row), row[row != 0]) for row in result.values]
         return result
 
