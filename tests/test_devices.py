@@ -326,6 +326,15 @@ def test_torch_nested_kernel_matches_sdpa_on_cpu():
     assert torch.allclose(out, _reference(qkv, lengths, 4), atol=1e-5)
 
 
+@pytest.mark.parametrize("lengths, varlen", [([9, 9, 9], False), ([33], False), ([9, 9, 4], True)])
+def test_one_length_batches_skip_the_cuda_varlen_kernels(lengths, varlen):
+    torch.manual_seed(3)
+    qkv = torch.randn(sum(lengths), 3 * 32)
+    plan = AttentionPlan(_batch(lengths), "torch_nested")
+    assert (plan.varlen is not None) == varlen
+    assert torch.allclose(plan.attend(qkv, 4), _reference(qkv, lengths, 4), atol=1e-5)
+
+
 # ---- whole models through the NPU path, on CPU ----------------------------------------------------
 
 
