@@ -89,6 +89,7 @@ def test_json_logs(models_dir, disable_spans):
         args.append("--disable-spans")
     with ServerProcess(*args) as server:
         assert httpx.post(server.url + "/embed", json={"inputs": ""}, timeout=30).status_code == 422
+        assert httpx.post(server.url + "/predict", json={"inputs": "a"}, timeout=30).status_code == 424
     lines = [line for line in server.output().splitlines() if line.strip()]
     records = [json.loads(line) for line in lines]  # nothing but JSON lines
     for record in records:
@@ -98,6 +99,8 @@ def test_json_logs(models_dir, disable_spans):
     assert "Ready" in messages and any(m.startswith("Starting HTTP server") for m in messages)
     (refusal,) = [r for r in records if r["message"] == "Input validation error: `inputs` cannot be empty"]
     assert refusal["level"] == "WARN" and refusal["filename"] == os.path.join("tei", "server", "errors.py")
+    (wrong_route,) = [r for r in records if r["message"] == "Backend error: Model is not a classifier model"]
+    assert wrong_route["level"] == "WARN"  # the caller's mistake, not a failing backend
     if disable_spans:
         assert not any("span" in r or "spans" in r for r in records)
     else:

@@ -7,7 +7,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..engine.errors import BatchTooLarge, EngineError
+from ..engine.errors import BatchTooLarge, EngineError, WrongModelType
 from .responses import JSON
 
 log = logging.getLogger(__name__)
@@ -56,7 +56,9 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(EngineError)
     async def _engine_error(request: Request, exc: EngineError):
         # As TEI, every refused request leaves a line (inside the request's span in JSON logs).
-        log.log(logging.ERROR if exc.kind == "Backend" else logging.WARNING, "%s", exc.message)
+        # A route that does not fit the model is the caller's mistake: a warning, not a backend error.
+        failed = exc.kind == "Backend" and not isinstance(exc, WrongModelType)
+        log.log(logging.ERROR if failed else logging.WARNING, "%s", exc.message)
         return error_response(request, status_of(exc), exc.message, exc.kind)
 
     @app.exception_handler(RequestValidationError)
