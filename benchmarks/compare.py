@@ -127,12 +127,12 @@ class Contender:
 class Server(Contender):
     """A server process on 127.0.0.1: started, health-checked, loaded through one dialect, always stopped."""
 
-    def __init__(self, name: str, argv: list[str], port: int, api: str, startup_timeout: float = 300.0):
+    def __init__(self, name: str, argv: list[str], port: int, api: str, task: str, startup_timeout: float = 300.0):
         super().__init__()
-        self.name, self.argv, self.api = name, argv, api
+        self.name, self.argv, self.api, self.task = name, argv, api, task
         self.url = f"http://127.0.0.1:{port}"
         self.startup_timeout = startup_timeout
-        self.calls = loadgen.build_calls(api, "embed", 0, WORKLOAD_REQUESTS)
+        self.calls = loadgen.build_calls(api, task, 0, WORKLOAD_REQUESTS)
         self.single_calls = loadgen.build_calls(api, "embed", 0, WORKLOAD_REQUESTS, single=True)
         self.cursor = self.single_cursor = 0
 
@@ -165,9 +165,10 @@ class Server(Contender):
         self.log.close()
 
     def warmup(self, clients: int) -> None:
-        warm = loadgen.build_calls(self.api, "embed", 1, 2 * clients)
+        warm = loadgen.build_calls(self.api, self.task, 1, 2 * clients)
         asyncio.run(loadgen.run(self.url, warm, clients))
-        asyncio.run(loadgen.run(self.url, self.single_calls[-10:], 1))
+        if self.task == "embed":
+            asyncio.run(loadgen.run(self.url, self.single_calls[-10:], 1))
 
     def throughput(self, clients: int, seconds: float, warmup: float) -> dict:
         cpu, client_cpu = self.cpu(), time.process_time()
@@ -222,9 +223,9 @@ class InProcess(Contender):
         return self._ask(op="single", dtype=self.dtype, count=count)["latencies_ms"]
 
 
-def start_inprocess(model: str) -> subprocess.Popen:
+def start_inprocess(model: str, task: str) -> subprocess.Popen:
     worker = subprocess.Popen(
-        [sys.executable, str(HERE / "inprocess.py"), "--serve", "--model", model],
+        [sys.executable, str(HERE / "inprocess.py"), "--serve", "--model", model, "--task", task],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
         env={**os.environ, **OFFLINE},
     )
@@ -233,19 +234,19 @@ def start_inprocess(model: str) -> subprocess.Popen:
     return worker
 
 
-def ours(model: str, dtype: str, extra: list[str], api: str) -> Server:
+def ours(model: str, dtype: str, extra: list[str], api: str, task: str = "embed") -> Server:
     port = free_port()
     argv = [str(OURS), "--model-id", model, "--hostname", "127.0.0.1", "--port", str(port), "--dtype", dtype, *extra]
-    return Server(f"ours {dtype}", argv, port, api)
+    return Server(f"ours {dtype}", argv, port, api, task)
 
 
-def infinity(model: str, extra: list[str]) -> Server:
+def infinity(model: str, extra: list[str], task: str = "embed") -> Server:
     port = free_port()
     argv = [
         str(INFINITY), "v2", "--model-id", model, "--served-model-name", "bench", "--host", "127.0.0.1",
         "--port", str(port), "--engine", "torch", "--device", "cpu", *extra,
     ]
-    return Server("infinity", argv, port, "infinity")
+    return Server("infinity", argv, port, "infinity", task)
 
 
 def take_turns(contenders: list[Contender], args) -> None:
@@ -300,7 +301,8 @@ def slice_ratio(a: Contender, b: Contender) -> tuple[float, list[float]]:
 def report(contenders: list[Contender], args) -> dict:
     s = {c.name: summarize(c) for c in contenders}
     print()
-    print(f"{args.model_name}; {args.clients} clients; requests of 1-8 texts (workload.py); "
+    shape = "rerank requests of 4-16 documents, texts = documents" if args.task == "rerank" else "requests of 1-8 texts"
+    print(f"{args.model_name}; {args.clients} clients; {shape} (workload.py); "
           f"{args.slices} slices of {args.seconds:.0f} s each; {_cpu_name()}, {os.cpu_count()} CPUs")
     print(f"{'':22s} {'texts/s':>8s} {'p50 ms':>7s} {'p99 ms':>7s} {'errors':>6s} {'CPU ms/text':>11s} "
           f"{'c=1 p50 ms':>10s} {'RSS MB start/max/end':>21s} {'idle CPU':>8s}")
@@ -356,7 +358,10 @@ def soak(model: str, args) -> int:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", help="model folder (default: the bundled all-MiniLM-L6-v2)")
+    p.add_argument("--model", help="model folder (default: the bundled all-MiniLM-L6-v2; for --task rerank, "
+                   "a random-weight reranker shaped like ms-marco-MiniLM-L6-v2, benchmarks/reranker_model.py)")
+    p.add_argument("--task", choices=["embed", "rerank"], default="embed",
+                   help="rerank: /rerank with query + documents (the single-text latency runs are skipped)")
     p.add_argument("--slices", type=int, default=6, help="turns each contender gets")
     p.add_argument("--seconds", type=float, default=15.0, help="measured seconds per turn")
     p.add_argument("--warmup", type=float, default=2.0, help="seconds of load before each turn's window")
@@ -372,23 +377,29 @@ def main() -> int:
     args = p.parse_args()
     args.dtypes = [d for d in args.dtypes.split(",") if d]
     args.ours_args = args.ours_args.split()
-    model = args.model or bundled_model()
-    args.model_name = Path(model).name if args.model else "all-MiniLM-L6-v2 (bundled)"
+    if args.task == "rerank":
+        import reranker_model
+
+        args.single = 0  # latency at concurrency 1 is an embedding measurement
+        model = args.model or str(reranker_model.build())
+    else:
+        model = args.model or bundled_model()
+    args.model_name = Path(model).name if args.model or args.task == "rerank" else "all-MiniLM-L6-v2 (bundled)"
     print(f"load average before start: {os.getloadavg()[0]:.2f}", flush=True)
     if args.soak:
         return soak(model, args)
     if not args.skip_infinity:
         ensure_infinity()
-    servers = [ours(model, dtype, args.ours_args, args.api) for dtype in args.dtypes]
+    servers = [ours(model, dtype, args.ours_args, args.api, args.task) for dtype in args.dtypes]
     if not args.skip_infinity:
-        servers.append(infinity(model, args.infinity_args.split()))
+        servers.append(infinity(model, args.infinity_args.split(), args.task))
     contenders: list[Contender] = []
     worker = None
     try:
         for server in servers:
             contenders.append(server.start())
         if not args.skip_inprocess:
-            worker = start_inprocess(model)
+            worker = start_inprocess(model, args.task)
             contenders += [InProcess(worker, "float32"), InProcess(worker, "bfloat16")]
         take_turns(contenders, args)
     finally:

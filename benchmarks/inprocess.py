@@ -10,7 +10,9 @@ Throughput encodes the workload's texts (benchmarks/workload.py, in request orde
 where the last call stopped) GROUP texts per `encode` call until `seconds` have passed; each call
 sorts its texts by length before batching, sentence-transformers' best case. `single` times
 `encode([text])` one text at a time. "bfloat16" runs the float32 model under CPU autocast, as a
-user would. Standalone, it prints one JSON object:
+user would. With `--task rerank` the model is a `CrossEncoder` and the items are the workload's
+(query, document) pairs, scored by `predict(pairs, batch_size=32)`, GROUP pairs per call (there is
+no `single` op then). Standalone, it prints one JSON object:
 
     python benchmarks/inprocess.py --model <folder> --dtype float32 --seconds 20 --single 100
 """
@@ -30,15 +32,25 @@ GROUP = 512
 
 
 class Baseline:
-    def __init__(self, model: str, seed: int, batch_size: int = 32):
+    def __init__(self, model: str, seed: int, batch_size: int = 32, task: str = "embed"):
         import torch
-        from sentence_transformers import SentenceTransformer
 
         self.torch = torch
-        self.model = SentenceTransformer(model, device="cpu")
         self.batch_size = batch_size
-        self.texts = [t for req in workload.requests(seed, 4000) for t in req]
-        self.singles = workload.single_texts(seed, 4000)
+        if task == "rerank":
+            from sentence_transformers import CrossEncoder
+
+            cross = CrossEncoder(model, device="cpu")
+            self.run = lambda pairs: cross.predict(pairs, batch_size=self.batch_size)
+            self.texts = [(q, d) for q, docs in workload.rerank_requests(seed, 2000) for d in docs]
+            self.singles = []
+        else:
+            from sentence_transformers import SentenceTransformer
+
+            encoder = SentenceTransformer(model, device="cpu")
+            self.run = lambda texts: encoder.encode(texts, batch_size=self.batch_size)
+            self.texts = [t for req in workload.requests(seed, 4000) for t in req]
+            self.singles = workload.single_texts(seed, 4000)
         self.cursor = {"texts": 0, "singles": 0}
 
     def _autocast(self, dtype: str):
@@ -54,9 +66,9 @@ class Baseline:
 
     def warmup(self, dtype: str) -> None:
         with self._autocast(dtype):
-            self.model.encode(self.texts[:64], batch_size=self.batch_size)
+            self.run(self.texts[:64])
             for text in self.singles[:10]:
-                self.model.encode([text])
+                self.run([text])
 
     def throughput(self, dtype: str, seconds: float) -> dict:
         texts = 0
@@ -64,7 +76,7 @@ class Baseline:
         with self._autocast(dtype):
             while time.perf_counter() - began < seconds:
                 group = self._take("texts", GROUP)
-                self.model.encode(group, batch_size=self.batch_size)
+                self.run(group)
                 texts += len(group)
         return {"texts": texts, "seconds": time.perf_counter() - began, "cpu_seconds": time.process_time() - cpu}
 
@@ -73,7 +85,7 @@ class Baseline:
         with self._autocast(dtype):
             for text in self._take("singles", count):
                 start = time.perf_counter()
-                self.model.encode([text])
+                self.run([text])
                 latencies.append((time.perf_counter() - start) * 1000)
         return {"latencies_ms": latencies}
 
@@ -98,11 +110,12 @@ def main() -> None:
     p.add_argument("--model", required=True)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--serve", action="store_true", help="JSON-lines worker for compare.py")
+    p.add_argument("--task", choices=["embed", "rerank"], default="embed")
     p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
     p.add_argument("--seconds", type=float, default=20.0)
     p.add_argument("--single", type=int, default=0, help="texts for the one-at-a-time latency run")
     args = p.parse_args()
-    baseline = Baseline(args.model, args.seed)
+    baseline = Baseline(args.model, args.seed, task=args.task)
     if args.serve:
         return serve(baseline)
     baseline.warmup(args.dtype)
