@@ -39,7 +39,7 @@ DEVICE_HELP = "use auto, cpu, cuda, cuda:N, npu, npu:N or mps"
 _DEVICE_RE = re.compile(r"^(cpu|cuda|npu|mps)(?::(\d+))?$")
 
 # Packed-attention kernels, fastest first per device; the first whose probe passes wins.
-# "sdpa" (length-bucketed padding, models/packed.py) runs everywhere and is the fallback.
+# "sdpa" (one call per run of equal-length sequences, models/packed.py) runs everywhere and is the fallback.
 CUDA_KERNELS = ("flash_attn", "torch_varlen", "torch_nested", "sdpa")
 # Head sizes a kernel takes, as (multiple of, at most): flash kernels 8/256; Ascend FlashAttentionScore
 # up to 768; prompt-flash 512, 32-byte aligned.
@@ -61,7 +61,11 @@ def gear(n: int, floor: int = GEAR_FLOOR) -> int:
     """Smallest gear >= n: powers of two from `floor` up to GEAR_STEP, then multiples of GEAR_STEP."""
     if n <= GEAR_STEP:
         return max(floor, 1 << max(0, n - 1).bit_length())
-    return -(-n // GEAR_STEP) * GEAR_STEP
+    return _round_up(n, GEAR_STEP)
+
+
+def _round_up(n: int, step: int) -> int:
+    return -(-n // step) * step
 
 
 # oneDNN builds a kernel for every new row count it meets and caches it: a server's batches have a new
@@ -72,11 +76,10 @@ CPU_GEAR_STEP_SMALL, CPU_GEAR_SMALL_UNTIL, CPU_GEAR_STEP = 16, 256, 64
 
 
 def cpu_gear(n: int) -> int:
-    step = CPU_GEAR_STEP_SMALL if n <= CPU_GEAR_SMALL_UNTIL else CPU_GEAR_STEP
-    return -(-n // step) * step
+    return _round_up(n, CPU_GEAR_STEP_SMALL if n <= CPU_GEAR_SMALL_UNTIL else CPU_GEAR_STEP)
 
 
-def _chunks(total: int, size: int) -> list[int]:
+def chunks(total: int, size: int) -> list[int]:
     """`total` tokens as sequences of `size`, the last one shorter."""
     return [size] * (total // size) + ([total % size] if total % size else [])
 
@@ -172,7 +175,7 @@ class Placement:
         at most `max_len` tokens that fill the batch up to its gear. Callers drop their outputs."""
         total = sum(lengths)
         target = self.gear(total)
-        return lengths if target == total else lengths + _chunks(target - total, max_len)
+        return lengths if target == total else lengths + chunks(target - total, max_len)
 
     def warmup_lengths(self, max_tokens: int, max_len: int) -> list[list[int]]:
         """One batch per token gear up to `max_tokens`, so no request compiles a kernel (gears only)."""
@@ -180,7 +183,7 @@ class Placement:
             return []
         batches, n, top = [], GEAR_FLOOR, gear(max_tokens)
         while n <= top:
-            batches.append(_chunks(n, max_len))
+            batches.append(chunks(n, max_len))
             n = gear(n + 1)
         return batches
 

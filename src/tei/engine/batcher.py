@@ -184,18 +184,14 @@ class Batcher:
         lengths = [len(it.ids) for it in batch]
         if self.observer is not None:
             self.observer.batch(len(batch), sum(lengths), len(self._queue))
-        try:
-            packed = self.model.make_batch(
-                np.concatenate([it.ids for it in batch]),
-                np.concatenate([it.type_ids for it in batch]),
-                lengths,
-            )
-            want_hidden = any(it.job.kind == EMBED_ALL for it in batch)
-            out = self.model.forward(packed, want_hidden=want_hidden)
-            self.healthy = True
-        except Exception as exc:  # a broken batch fails its own requests, never the server
-            self._fail(batch, exc)
-            return
+        packed = self.model.make_batch(
+            np.concatenate([it.ids for it in batch]),
+            np.concatenate([it.type_ids for it in batch]),
+            lengths,
+        )
+        want_hidden = any(it.job.kind == EMBED_ALL for it in batch)
+        out = self.model.forward(packed, want_hidden=want_hidden)  # a failure fails this batch (_run)
+        self.healthy = True
         elapsed = time.perf_counter() - start
         offset = 0
         for row, it in enumerate(batch):

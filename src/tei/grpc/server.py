@@ -78,6 +78,12 @@ def _optional(message, field: str):
     return getattr(message, field) if message.HasField(field) else None
 
 
+def _input_options(message) -> dict:
+    """An embed message's truncate, truncation_direction and prompt_name, as the Engine takes them."""
+    return {"truncate": message.truncate, "truncation_direction": _direction(message.truncation_direction),
+            "prompt_name": _optional(message, "prompt_name")}
+
+
 def _ns(seconds: float) -> int:
     return max(0, int(seconds * 1e9))
 
@@ -218,9 +224,7 @@ class TeiServicer(
         normalize = _optional(req, "normalize")
         result = await self.engine.embed(
             [req.inputs],
-            truncate=req.truncate,
-            truncation_direction=_direction(req.truncation_direction),
-            prompt_name=_optional(req, "prompt_name"),
+            **_input_options(req),
             normalize=True if normalize is None else normalize,
             dimensions=_optional(req, "dimensions"),
         )
@@ -229,23 +233,13 @@ class TeiServicer(
 
     async def _embed_all(self, req):
         start = time.perf_counter()
-        result = await self.engine.embed_all(
-            [req.inputs],
-            truncate=req.truncate,
-            truncation_direction=_direction(req.truncation_direction),
-            prompt_name=_optional(req, "prompt_name"),
-        )
+        result = await self.engine.embed_all([req.inputs], **_input_options(req))
         tokens = [pb.TokenEmbedding(embeddings=row) for row in result.values[0].tolist()]
         return pb.EmbedAllResponse(token_embeddings=tokens, metadata=_metadata(result.usage, start)), result.usage
 
     async def _embed_sparse(self, req):
         start = time.perf_counter()
-        result = await self.engine.embed_sparse(
-            [req.inputs],
-            truncate=req.truncate,
-            truncation_direction=_direction(req.truncation_direction),
-            prompt_name=_optional(req, "prompt_name"),
-        )
+        result = await self.engine.embed_sparse([req.inputs], **_input_options(req))
         indices, values = result.values[0]
         sparse = [pb.SparseValue(index=i, value=v) for i, v in zip(indices.tolist(), values.tolist())]
         return pb.EmbedSparseResponse(sparse_embeddings=sparse, metadata=_metadata(result.usage, start)), result.usage
@@ -397,32 +391,49 @@ def _info_message(engine, settings) -> pb.InfoResponse:
 # ---- auth and health ----------------------------------------------------------------------------
 
 
+# A method handler's kind (request streaming, response streaming) → its factory, and the attribute
+# that holds its behaviour.
+_HANDLER_KINDS = {
+    (False, False): (grpc.unary_unary_rpc_method_handler, "unary_unary"),
+    (False, True): (grpc.unary_stream_rpc_method_handler, "unary_stream"),
+    (True, False): (grpc.stream_unary_rpc_method_handler, "stream_unary"),
+    (True, True): (grpc.stream_stream_rpc_method_handler, "stream_stream"),
+}
+
+
+def _tei_handler(handler, details) -> bool:
+    """Whether the call is one of TEI's services (health and reflection are not)."""
+    return handler is not None and details.method.startswith(f"/{PACKAGE}.")
+
+
+def _behavior(handler):
+    return getattr(handler, _HANDLER_KINDS[(handler.request_streaming, handler.response_streaming)][1])
+
+
+def _replaced(handler, behavior):
+    """A handler of the same kind and (de)serializers as `handler` that runs `behavior` instead."""
+    make, _ = _HANDLER_KINDS[(handler.request_streaming, handler.response_streaming)]
+    return make(behavior, request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer)
+
+
 class ApiKeyInterceptor(grpc.aio.ServerInterceptor):
     """`--api-key`: every tei.v1 call needs `authorization: Bearer <key>` metadata (health and reflection
     stay open, as in TEI)."""
-
-    _HANDLERS = {
-        (False, False): grpc.unary_unary_rpc_method_handler,
-        (False, True): grpc.unary_stream_rpc_method_handler,
-        (True, False): grpc.stream_unary_rpc_method_handler,
-        (True, True): grpc.stream_stream_rpc_method_handler,
-    }
 
     def __init__(self, api_key: str):
         self._expected = f"Bearer {api_key}".encode()
 
     async def intercept_service(self, continuation, details):
         handler = await continuation(details)
-        if handler is None or not details.method.startswith(f"/{PACKAGE}."):
+        if not _tei_handler(handler, details):
             return handler
         given = dict(details.invocation_metadata or ()).get("authorization", "")
         if isinstance(given, str):
             given = given.encode()
         if hmac.compare_digest(given, self._expected):
             return handler
-        make = self._HANDLERS[(handler.request_streaming, handler.response_streaming)]
-        return make(_deny, request_deserializer=handler.request_deserializer,
-                    response_serializer=handler.response_serializer)
+        return _replaced(handler, _deny)
 
 
 async def _deny(request, context):
@@ -435,17 +446,11 @@ class TracingInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(self, continuation, details):
         handler = await continuation(details)
-        if handler is None or not details.method.startswith(f"/{PACKAGE}."):
+        if not _tei_handler(handler, details):
             return handler
         method = details.method.lstrip("/")
         metadata = [(k, v) for k, v in details.invocation_metadata or () if isinstance(v, str)]
-        streaming = (handler.request_streaming, handler.response_streaming)
-        behavior = {
-            (False, False): handler.unary_unary,
-            (False, True): handler.unary_stream,
-            (True, False): handler.stream_unary,
-            (True, True): handler.stream_stream,
-        }[streaming]
+        behavior = _behavior(handler)
         if handler.response_streaming:
 
             async def traced(request, context):
@@ -459,9 +464,7 @@ class TracingInterceptor(grpc.aio.ServerInterceptor):
                 with tracing.request_span(method, metadata, **{"rpc.system": "grpc"}):
                     return await behavior(request, context)
 
-        return ApiKeyInterceptor._HANDLERS[streaming](
-            traced, request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer
-        )
+        return _replaced(handler, traced)
 
 
 class HealthServicer(grpc_health.aio.HealthServicer):

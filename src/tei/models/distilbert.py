@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .linear import Linear, concatenated
+from .linear import ENCODER_INT8_LINEARS, Linear, concatenated
 from .packed import AttentionPlan, PackedBatch, make_layer_norm
 from .splade import MaskedLMHead
 from .weights import Weights
@@ -14,9 +14,7 @@ _EPS = 1e-12  # fixed in transformers' DistilBERT, not read from the config
 
 
 class DistilBertLayer(nn.Module):
-    # --dtype int8 quantizes these; the FFN's down projection stays in float32: its input, the GELU
-    # output, has outliers that per-tensor int8 cannot hold (all-MiniLM-L6-v2: min cos 0.93 vs 0.99).
-    INT8_LINEARS = ("qkv", "attn_out", "up")
+    INT8_LINEARS = ENCODER_INT8_LINEARS
 
     def __init__(self, w: Weights, p: str, cfg: dict):
         super().__init__()

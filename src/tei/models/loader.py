@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..devices import Placement
+from ..devices import Placement, chunks
 from . import bert, distilbert, splade
 from .linear import Linear, use_int8, use_onednn
 from .packed import AttentionPlan, PackedBatch, pool
@@ -98,7 +98,8 @@ class Model:
             out.logits = self.head(cls.to(self.placement.head_dtype)).float().cpu().numpy()
             return out
         if self.mlm is not None:
-            pooled = splade.pool(hidden, batch, self.mlm, real, SPLADE_ACTIVATIONS[self.spec.splade_activation])
+            pooled = splade.pool(hidden.to(self.placement.head_dtype), batch, self.mlm, real,
+                                 SPLADE_ACTIVATIONS[self.spec.splade_activation])
         else:
             pooled = pool(hidden, batch, self.spec.pooling)[:real].to(self.placement.head_dtype)
             for layer in self.dense:
@@ -118,8 +119,8 @@ class Model:
         first = self.encoder.layers[0]
         dtype, device = self.placement.dtype, self.placement.device
         for tokens in token_counts:
-            chunks = [16] * (tokens // 16) + ([tokens % 16] if tokens % 16 else [])
-            batch = self.make_batch(np.zeros(tokens, dtype=np.int32), np.zeros(tokens, dtype=np.int32), chunks)
+            ids = np.zeros(tokens, dtype=np.int32)
+            batch = self.make_batch(ids, ids, chunks(tokens, 16))
             first(torch.zeros(len(batch.input_ids), self.hidden_size, dtype=dtype, device=device),
                   AttentionPlan(batch, self.attention))
         for length in lengths:

@@ -40,16 +40,16 @@ class MaskedLMHead(nn.Module):
 
 
 def pool(hidden: torch.Tensor, batch: PackedBatch, head: MaskedLMHead, count: int, log1p_times: int) -> torch.Tensor:
-    """hidden [T, H] → [count, vocabulary]: the SPLADE vectors of the first `count` sequences."""
+    """hidden [T, H], in the head's dtype → [count, vocabulary]: the SPLADE vectors of the first
+    `count` sequences."""
     ends = batch.cu_seqlens.tolist()
-    dtype = head.dense.bias.dtype if head.dense.bias is not None else hidden.dtype
     out = torch.empty(count, head.vocab_size, dtype=torch.float32, device=hidden.device)
     first = 0
     while first < count:
         last = first + 1  # sequences [first, last) share one block of logits
         while last < count and ends[last + 1] - ends[first] <= _ROWS_PER_BLOCK:
             last += 1
-        logits = head(hidden[ends[first]:ends[last]].to(dtype)).float()
+        logits = head(hidden[ends[first]:ends[last]]).float()
         for i in range(first, last):
             out[i] = logits[ends[i] - ends[first]:ends[i + 1] - ends[first]].amax(0)
         first = last

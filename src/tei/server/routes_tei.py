@@ -7,25 +7,24 @@ from fastapi.responses import Response
 from .. import __version__
 from ..engine.errors import EmptyInput
 from .responses import JSON, with_usage
-from .schemas import DecodeRequest, EmbedAllRequest, EmbedRequest, SimilarityRequest, TokenizeRequest, items
+from .schemas import (
+    DecodeRequest, EmbedAllRequest, EmbedRequest, SimilarityParameters, SimilarityRequest, TokenizeRequest, items,
+)
 
 router = APIRouter()
 
 
-def _lower(direction: str) -> str:
-    return direction.lower()
+def _input_options(body) -> dict:
+    """A body's truncate, truncation_direction and prompt_name, as the Engine's operations take them."""
+    return {"truncate": body.truncate, "truncation_direction": body.truncation_direction.lower(),
+            "prompt_name": body.prompt_name}
 
 
 @router.post("/embed", tags=["Text Embeddings Inference"], summary="Get embeddings")
 async def embed(req: EmbedRequest, request: Request):
     engine = request.app.state.engine
     result = await engine.embed(
-        items(req.inputs),
-        truncate=req.truncate,
-        truncation_direction=_lower(req.truncation_direction),
-        prompt_name=req.prompt_name,
-        normalize=req.normalize,
-        dimensions=req.dimensions,
+        items(req.inputs), **_input_options(req), normalize=req.normalize, dimensions=req.dimensions
     )
     return with_usage(result.values, result.usage)
 
@@ -33,24 +32,14 @@ async def embed(req: EmbedRequest, request: Request):
 @router.post("/embed_all", tags=["Text Embeddings Inference"], summary="Get all token embeddings")
 async def embed_all(req: EmbedAllRequest, request: Request):
     engine = request.app.state.engine
-    result = await engine.embed_all(
-        items(req.inputs),
-        truncate=req.truncate,
-        truncation_direction=_lower(req.truncation_direction),
-        prompt_name=req.prompt_name,
-    )
+    result = await engine.embed_all(items(req.inputs), **_input_options(req))
     return with_usage(result.values, result.usage)
 
 
 @router.post("/embed_sparse", tags=["Text Embeddings Inference"], summary="Get sparse embeddings (SPLADE)")
 async def embed_sparse(req: EmbedAllRequest, request: Request):
     engine = request.app.state.engine
-    result = await engine.embed_sparse(
-        items(req.inputs),
-        truncate=req.truncate,
-        truncation_direction=_lower(req.truncation_direction),
-        prompt_name=req.prompt_name,
-    )
+    result = await engine.embed_sparse(items(req.inputs), **_input_options(req))
     sparse = [[{"index": i, "value": v} for i, v in zip(indices.tolist(), values)] for indices, values in result.values]
     return with_usage(sparse, result.usage)
 
@@ -58,14 +47,11 @@ async def embed_sparse(req: EmbedAllRequest, request: Request):
 @router.post("/similarity", tags=["Text Embeddings Inference"], summary="Cosine similarity to a source")
 async def similarity(req: SimilarityRequest, request: Request):
     engine = request.app.state.engine
-    params = req.parameters
     if not req.inputs.sentences:
         raise EmptyInput("`inputs.sentences` cannot be empty")
     result = await engine.embed(
         [req.inputs.source_sentence, *req.inputs.sentences],
-        truncate=params.truncate if params else None,
-        truncation_direction=_lower(params.truncation_direction) if params else "right",
-        prompt_name=params.prompt_name if params else None,
+        **_input_options(req.parameters or SimilarityParameters()),
         normalize=True,
     )
     vectors = result.values

@@ -97,7 +97,3 @@ def validate(model: type[BaseModel], data) -> BaseModel:
         return model.model_validate(data)
     except ValidationError as exc:
         raise RequestValidationError(exc.errors()) from None
-
-
-async def parse_body(model: type[BaseModel], request: Request) -> BaseModel:
-    return validate(model, await read_json(request))
