@@ -67,7 +67,8 @@ def build_engine(settings: Settings):
     from .devices import DeviceError, place
     from .engine.engine import Engine, EngineConfig
     from .models.hub import ModelNotFound, resolve_model_dir
-    from .models.loader import Model, UnsupportedModel
+    from .models.loader import Model
+    from .models.registry import UnsupportedModel
     from .models.spec import ModelSpecError, read_spec
 
     try:
