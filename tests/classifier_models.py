@@ -32,10 +32,11 @@ _PROBE_DOCS = (
 )
 
 
-def build_scored_classifier(folder: Path, arch: str, num_labels: int = 1, seed: int = 0) -> Path:
+def build_scored_classifier(folder: Path, arch: str, num_labels: int = 1, seed: int = 0, build=None) -> Path:
+    """`build(folder, arch, num_labels, seed)` makes the unscored classifier (tiny_models' by default)."""
     from safetensors.torch import load_file, save_file
 
-    build_classifier(folder, arch, num_labels=num_labels, seed=seed)
+    (build or build_classifier)(folder, arch, num_labels=num_labels, seed=seed)
     if arch in ROBERTA_FAMILY:
         use_roberta_pair_template(folder)
     weights_file = folder / "model.safetensors"

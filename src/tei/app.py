@@ -77,8 +77,11 @@ def build_engine(settings: Settings):
         folder = resolve_model_dir(
             settings.model_id, settings.revision, settings.huggingface_hub_cache, settings.hf_token
         )
-        spec = read_spec(folder, settings.pooling)
+        spec = read_spec(folder, settings.pooling, settings.default_prompt_name)
         log.info("Model type: %s (pooling: %s)", spec.kind, spec.pooling)
+        if spec.adapters:
+            log.info("Task adapter merged at load: %s (of %s)", spec.adapter or "none, the base weights",
+                     ", ".join(spec.adapters))
         tokenizer_file = folder / "tokenizer.json"
         if not tokenizer_file.is_file():
             raise StartupError(f"tokenizer.json not found in {folder}: only fast tokenizers are supported")

@@ -178,6 +178,12 @@ class Engine:
 
     async def _embed_run(self, kind: str, inputs, truncate, truncation_direction: str, prompt_name) -> Result:
         """What the embedding operations share: the batch check, tokenization options, the run."""
+        if prompt_name in self.spec.adapters and prompt_name != self.spec.adapter:
+            merged = f"`{self.spec.adapter}`" if self.spec.adapter else "none (the base weights)"
+            raise ValidationError(
+                f"`prompt_name` `{prompt_name}` selects a task adapter, but this server merged {merged} at start-up; "
+                f"start one with --default-prompt-name {prompt_name} to serve it"
+            )
         self._check_batch(len(inputs))
         opts = TokenizeOptions(self._truncate(truncate), truncation_direction, self._prompt(prompt_name))
         return await self._run(kind, inputs, opts)

@@ -48,6 +48,8 @@ class Model:
         self.placement = placement
         weights = Weights(load_state_dict(spec.folder), family.PREFIXES, placement.dtype, placement.device)
         cfg = spec.config
+        if hasattr(family, "adapt"):  # checkpoint tensors the family rewrites first (LoRA merged at load)
+            family.adapt(weights, spec)
         self.encoder = family.encoder(weights, cfg)
         self.hidden_size = self.encoder.hidden_size
         self.attention = choose(placement.attention, self.encoder.needs)

@@ -28,6 +28,20 @@ def _roberta_offset(cfg: dict) -> int:
     return int(cfg.get("pad_token_id", 1)) + 1
 
 
+def _jina_flash(cfg: dict) -> bool:
+    """Jina's remote XLM-R code (auto_map names it); model_type alone says `xlm-roberta`."""
+    auto = " ".join(str(v) for v in (cfg.get("auto_map") or {}).values()).lower()
+    return "xlm-roberta-flash-implementation" in auto or "xlmrobertaflash" in auto
+
+
+def _jina_v3(cfg: dict, folder: Path | None) -> bool:
+    return (_jina_flash(cfg) or cfg.get("model_type") == "xlm-roberta") and cfg.get("position_embedding_type") == "rotary"
+
+
+def _jina_reranker(cfg: dict, folder: Path | None) -> bool:
+    return _jina_flash(cfg) and cfg.get("position_embedding_type", "absolute") == "absolute"
+
+
 @dataclasses.dataclass(frozen=True)
 class Family:
     name: str
@@ -49,6 +63,10 @@ FAMILIES: list[Family] = [
     Family("roberta", "bert", ("roberta", "xlm-roberta", "camembert"), position_offset=_roberta_offset,
            default_pooling="cls"),
     Family("distilbert", "distilbert", ("distilbert",), default_pooling="cls"),
+    Family("nomic_bert", "nomic", ("nomic_bert",), default_pooling="mean"),
+    Family("gte", "gte", ("new", "gte"), default_pooling="cls"),
+    Family("jina_v3", "jina", ("jina_embeddings_v3",), match=_jina_v3, default_pooling="mean"),
+    Family("jina_reranker", "jina", match=_jina_reranker, position_offset=_roberta_offset, default_pooling="cls"),
 ]
 
 

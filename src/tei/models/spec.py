@@ -54,6 +54,10 @@ class ModelSpec:
     prompts: dict[str, str]
     default_prompt_name: str | None
     splade_activation: str = "relu"  # sentence-transformers' SpladePooling `activation_function`
+    # Task adapters (jina-embeddings-v3's `lora_adaptations`), each selected by the prompt of its
+    # name, and the one merged into the weights at load (None: the base weights).
+    adapters: tuple[str, ...] = ()
+    adapter: str | None = None
 
     @property
     def num_labels(self) -> int:
@@ -150,7 +154,7 @@ def _st_max_seq_length(folder: Path) -> int | None:
     return None
 
 
-def read_spec(folder: Path, pooling_override: str | None = None) -> ModelSpec:
+def read_spec(folder: Path, pooling_override: str | None = None, default_prompt_name: str | None = None) -> ModelSpec:
     config = _read_json(folder / "config.json")
     if config is None:
         raise ModelSpecError(f"{folder} has no config.json")
@@ -202,6 +206,11 @@ def read_spec(folder: Path, pooling_override: str | None = None) -> ModelSpec:
             max_input_length = tok_limit
 
     st_cfg = _read_json(folder / "config_sentence_transformers.json") or {}
+    prompts = {str(k): str(v) for k, v in (st_cfg.get("prompts") or {}).items()}
+    adapters = tuple(str(a) for a in config.get("lora_adaptations") or ())
+    # The task instructions stand in for missing sentence-transformers prompts: a task's adapter
+    # and its prefix go together.
+    prompts = {**{str(k): str(v) for k, v in (config.get("task_instructions") or {}).items()}, **prompts}
     return ModelSpec(
         folder=folder,
         config=config,
@@ -213,7 +222,9 @@ def read_spec(folder: Path, pooling_override: str | None = None) -> ModelSpec:
         max_input_length=max_input_length,
         position_offset=position_offset,
         dense=_dense_layers(folder) if kind == "embedding" else (),
-        prompts={str(k): str(v) for k, v in (st_cfg.get("prompts") or {}).items()},
+        prompts=prompts,
         default_prompt_name=st_cfg.get("default_prompt_name"),
         splade_activation=splade_activation or "relu",
+        adapters=adapters,
+        adapter=default_prompt_name if default_prompt_name in adapters else None,
     )
