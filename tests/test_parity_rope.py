@@ -10,9 +10,8 @@ import torch
 from classifier_models import build_scored_classifier
 from engine_util import cosine, engine_for, run
 from texts import TEXTS
-from tiny_rope import (JINA_INSTRUCTIONS, JINA_TASKS, add_lora, build_native, merged_native_state, native_config,
-                       sentence_transformer,
-                       to_hub_state, write_hub)
+from tiny_rope import (JINA_INSTRUCTIONS, JINA_TASKS, build_native, merged_native_state, native_config, sentence_transformer,
+                       to_hub_state, write_hub, write_lora_hub)
 
 from tei.app import StartupError
 from tei.engine.errors import ValidationError
@@ -116,13 +115,17 @@ def rerankers(models_dir):
     out["gte"] = (gte, write_hub(gte, models_dir / "rr-gte-hub", "gte", native_prefix="gte.", hub_prefix="new.",
                                  architectures=["NewForSequenceClassification"], num_labels=1,
                                  id2label={"0": "LABEL_0"}, label2id={"LABEL_0": 0}))
+    # NomicBertForSequenceClassification exists natively only (no hub checkpoint has a head)
+    nomic = build_scored_classifier(models_dir / "rr-nomic-native", "xlm-roberta", 1, seed=53,
+                                    build=lambda folder, arch, num_labels, seed: build_native(folder, "nomic", seed, classifier=True))
+    out["nomic"] = (nomic, nomic)
     xlmr = build_scored_classifier(models_dir / "rr-jina-native", "xlm-roberta", 1, seed=52)
     out["jina_reranker"] = (xlmr, write_hub(xlmr, models_dir / "rr-jina-hub", "jina_reranker",
                                             native_prefix="roberta.", hub_prefix="roberta."))
     return out
 
 
-@pytest.mark.parametrize("family", ["gte", "jina_reranker"])
+@pytest.mark.parametrize("family", ["gte", "jina_reranker", "nomic"])
 def test_reranker_parity(rerankers, family):
     from sentence_transformers import CrossEncoder
 
@@ -171,25 +174,21 @@ def test_registry_tells_jina_from_plain_xlm_roberta(folders, rerankers):
 def jina_lora(models_dir, folders):
     """jina-embeddings-v3 with task LoRA adapters, and, per task, the native model with that task's
     deltas added to its weights by the test itself (the native class has no LoRA)."""
-    from safetensors.torch import load_file, save_file
+    import shutil
+
+    from safetensors.torch import save_file
 
     native_st, _ = folders["jina"]
     hf = native_st.with_name(native_st.name + "-hf")
-    native_state = load_file(str(hf / "model.safetensors"))
-    lora = add_lora(to_hub_state(native_state, "jina", hub_prefix="roberta."), seed=5)
-    hub = write_hub(native_st, models_dir / "rope-jina-lora", "jina", state=lora)
-    prompts = dict(JINA_INSTRUCTIONS)
-    (hub / "config_sentence_transformers.json").write_text(json.dumps({"prompts": prompts}))
+    hub, native_state, lora = write_lora_hub(native_st, models_dir / "rope-jina-lora", seed=5)
     refs = {}
     for task in ("retrieval.query", "text-matching"):
         folder = models_dir / f"rope-jina-merged-{task}"
         hf_task = folder.with_name(folder.name + "-hf")
-        import shutil
-
         shutil.copytree(hf, hf_task)
         merged = merged_native_state(native_state, lora, JINA_TASKS.index(task), "roberta.")
         save_file(merged, str(hf_task / "model.safetensors"), metadata={"format": "pt"})
-        refs[task] = sentence_transformer(hf_task, folder, "mean", prompts=prompts)
+        refs[task] = sentence_transformer(hf_task, folder, "mean", prompts=JINA_INSTRUCTIONS)
     return hub, native_st, refs
 
 

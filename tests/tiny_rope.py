@@ -259,3 +259,15 @@ def merged_native_state(native_state: dict, lora_state: dict, task: int, hub_pre
         for native, part in zip(natives, delta.split([native_state[n].shape[0] for n in natives], 0)):
             merged[native] = native_state[native] + part
     return merged
+
+
+def write_lora_hub(native_st: Path, dst: Path, seed: int) -> tuple[Path, dict, dict]:
+    """jina-embeddings-v3's hub layout with random task adapters, from a native sentence-transformers
+    folder (its transformers model next to it, `-hf`): (folder, native state, hub state with LoRA)."""
+    from safetensors.torch import load_file
+
+    native_state = load_file(str(native_st.with_name(native_st.name + "-hf") / "model.safetensors"))
+    lora = add_lora(to_hub_state(native_state, "jina", hub_prefix="roberta."), seed=seed)
+    hub = write_hub(native_st, dst, "jina", state=lora)
+    (hub / "config_sentence_transformers.json").write_text(json.dumps({"prompts": JINA_INSTRUCTIONS}))
+    return hub, native_state, lora

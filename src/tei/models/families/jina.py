@@ -40,7 +40,10 @@ def adapt(w: Weights, spec) -> None:
     cfg = spec.config
     task = None if spec.adapter is None else list(cfg["lora_adaptations"]).index(spec.adapter)
     scale = float(cfg.get("lora_alpha", 1)) / float(cfg.get("lora_rank", 4))
-    for key in [k for k in w.state if k.endswith(_ORIGINAL)]:
+    keys = [k for k in w.state if k.endswith(_ORIGINAL)]
+    if task is not None and not keys:
+        raise ValueError(f"Task adapter `{spec.adapter}` was asked for, but the checkpoint has no LoRA weights")
+    for key in keys:
         base = key[: -len(".original")]
         weight = w.raw(key)
         a, b = w.raw(f"{base}.0.lora_A"), w.raw(f"{base}.0.lora_B")
