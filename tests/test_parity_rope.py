@@ -9,6 +9,7 @@ import pytest
 import torch
 from classifier_models import build_scored_classifier
 from engine_util import cosine, engine_for, run
+from test_parity_embeddings import _reference as _st
 from texts import TEXTS
 from tiny_rope import (JINA_INSTRUCTIONS, JINA_TASKS, build_native, merged_native_state, native_config, sentence_transformer,
                        to_hub_state, write_hub, write_lora_hub)
@@ -23,13 +24,6 @@ POOLING = {"nomic": "mean", "gte": "cls", "jina": "mean"}
 QUERY = "What is deep learning?"
 LONG_DOC = " ".join(f"word{i} about retrieval and ranking" for i in range(40))
 DOCS = [*TEXTS, LONG_DOC]
-
-
-def _st(folder, texts, **kw):
-    from sentence_transformers import SentenceTransformer
-
-    st = SentenceTransformer(str(folder), device="cpu")
-    return st.encode(texts, batch_size=4, convert_to_numpy=True, normalize_embeddings=False, **kw)
 
 
 def _ours(folder, texts, **kw):
@@ -72,6 +66,25 @@ def test_gte_without_token_types(models_dir):
     ref = _st(native, TEXTS)
     together, _ = _ours(hub, TEXTS)
     assert cosine(together, ref).min() >= COS_BAR
+
+
+def test_gte_token_classification_head_is_an_embedding_model(folders, models_dir):
+    """gte-multilingual-base declares NewForTokenClassification (a sparse-weight head beside the
+    encoder): it embeds by its pooling config, the head unused, as in TEI."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    native, hub = folders["gte"]
+    folder = models_dir / "rope-gte-token-head"
+    shutil.copytree(hub, folder)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "architectures": ["NewForTokenClassification"]}))
+    state = load_file(str(folder / "model.safetensors"))
+    state.update({"classifier.weight": torch.randn(1, 64), "classifier.bias": torch.zeros(1)})
+    save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    ours, _ = _ours(folder, TEXTS)
+    assert cosine(ours, _st(native, TEXTS)).min() >= COS_BAR
 
 
 def test_nomic_dynamic_ntk_past_the_trained_length(models_dir):

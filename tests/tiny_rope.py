@@ -150,6 +150,9 @@ def to_hub_state(state: dict, family: str, native_prefix: str = "", hub_prefix: 
 
 def hub_config(family: str, native: dict, **extra) -> dict:
     """The remote-code config.json each family's hub repositories carry."""
+    bert_keys = {"hidden_size": HIDDEN, "num_hidden_layers": LAYERS, "num_attention_heads": HEADS,
+                 "intermediate_size": FFN, "hidden_act": "gelu", "vocab_size": VOCAB, "max_position_embeddings": 128,
+                 "layer_norm_eps": native["layer_norm_eps"], "pad_token_id": 1}
     if family == "nomic":
         cfg = {
             "model_type": "nomic_bert", "architectures": ["NomicBertModel"],
@@ -167,22 +170,17 @@ def hub_config(family: str, native: dict, **extra) -> dict:
             "model_type": "new", "architectures": ["NewModel"],
             "auto_map": {"AutoConfig": "Alibaba-NLP/new-impl--configuration.NewConfig",
                          "AutoModel": "Alibaba-NLP/new-impl--modeling.NewModel"},
-            "hidden_size": HIDDEN, "num_hidden_layers": LAYERS, "num_attention_heads": HEADS,
-            "intermediate_size": FFN, "hidden_act": "gelu", "vocab_size": VOCAB, "max_position_embeddings": 128,
-            "type_vocab_size": native["type_vocab_size"], "layer_norm_type": "layer_norm",
-            "layer_norm_eps": native["layer_norm_eps"], "position_embedding_type": "rope", "rope_theta": GTE_BASE,
-            "rope_scaling": {"type": "ntk", "factor": GTE_NTK}, "logn_attention_scale": False,
-            "logn_attention_clip1": False, "pack_qkv": True, "unpad_inputs": False, "pad_token_id": 1,
+            **bert_keys, "type_vocab_size": native["type_vocab_size"], "layer_norm_type": "layer_norm",
+            "position_embedding_type": "rope", "rope_theta": GTE_BASE, "rope_scaling": {"type": "ntk", "factor": GTE_NTK},
+            "logn_attention_scale": False, "logn_attention_clip1": False, "pack_qkv": True, "unpad_inputs": False,
         }
     elif family == "jina":
         cfg = {
             "model_type": "xlm-roberta", "architectures": ["XLMRobertaLoRA"],
             "auto_map": {"AutoConfig": "jinaai/xlm-roberta-flash-implementation--configuration_xlm_roberta.XLMRobertaFlashConfig",
                          "AutoModel": "jinaai/xlm-roberta-flash-implementation--modeling_lora.XLMRobertaLoRA"},
-            "hidden_size": HIDDEN, "num_hidden_layers": LAYERS, "num_attention_heads": HEADS,
-            "intermediate_size": FFN, "hidden_act": "gelu", "vocab_size": VOCAB, "max_position_embeddings": 128,
-            "type_vocab_size": 1, "layer_norm_eps": native["layer_norm_eps"], "position_embedding_type": "rotary",
-            "rotary_emb_base": 20000.0, "pad_token_id": 1, "bos_token_id": 0, "eos_token_id": 2,
+            **bert_keys, "type_vocab_size": 1, "position_embedding_type": "rotary", "rotary_emb_base": 20000.0,
+            "bos_token_id": 0, "eos_token_id": 2,
             "lora_adaptations": JINA_TASKS, "lora_rank": 4, "lora_alpha": 1, "task_instructions": JINA_INSTRUCTIONS,
             "load_trained_adapters": True, "use_flash_attn": True,
         }

@@ -167,7 +167,9 @@ def read_spec(folder: Path, pooling_override: str | None = None, default_prompt_
     kind = "embedding"
     architectures = config.get("architectures") or []
     for arch in architectures:
-        if arch.endswith("Classification"):
+        # A token-classification head on an embedding model (gte-multilingual-base's sparse term
+        # weights) is not a sequence classifier: the folder embeds, by its pooling config.
+        if arch.endswith("Classification") and not arch.endswith("TokenClassification"):
             kind = "classifier"
             if pooling_override:
                 log.warning("`--pooling` is ignored for classification models")
