@@ -127,7 +127,8 @@ class Contender:
 class Server(Contender):
     """A server process on 127.0.0.1: started, health-checked, loaded through one dialect, always stopped."""
 
-    def __init__(self, name: str, argv: list[str], port: int, api: str, task: str, startup_timeout: float = 300.0):
+    # A base-size model (12 layers, hidden 768) takes ~5 min to build its kernels on 2 busy cores.
+    def __init__(self, name: str, argv: list[str], port: int, api: str, task: str, startup_timeout: float = 600.0):
         super().__init__()
         self.name, self.argv, self.api, self.task = name, argv, api, task
         self.url = f"http://127.0.0.1:{port}"

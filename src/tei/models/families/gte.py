@@ -3,7 +3,7 @@ Snowflake arctic-embed-m/l-v2.0 (`model_type: gte`): the rotary post-norm encode
 rotary, a GeGLU MLP whose fused `up_gate_proj` holds up first, and optionally no token types.
 
 Hub checkpoints nest the encoder under `new.` (Alibaba) or nothing (Snowflake); transformers'
-GteModel saves the native names (`gte.` in its heads).
+GteModel holds the native names (`gte.` in its heads); both load.
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Jina's XLM-RoBERTa "flash" code: jina-embeddings-v3 (rotary, task LoRA adapters) and
 jina-reranker-v2-base-multilingual (absolute positions). Both are the rope_bert block with the
 names `emb_ln`, `encoder.layers`, `mixer.Wqkv`, `mixer.out_proj`, `norm1`/`norm2`, `mlp.fc1`/`fc2`
-and biases everywhere; transformers' JinaEmbeddingsV3Model saves the native names.
+and biases everywhere; transformers' JinaEmbeddingsV3Model holds the native names (rope_bert.NATIVE).
 
 LoRA (v3): each adapted weight is stored as `X.parametrizations.weight.original` next to
 `...weight.0.lora_A` / `lora_B`, stacked over the tasks of `lora_adaptations`. One adapter is
@@ -11,7 +11,6 @@ another task's prompt is refused by the engine (ModelSpec.adapter): one merged c
 """
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 from ..layers import Encoder, Rotary, rope_parameters
@@ -24,7 +23,7 @@ IGNORED = rope_bert.IGNORED
 
 HUB = rope_bert.Layout(
     layer="encoder.layers.{i}", qkv=("mixer.Wqkv",), out="mixer.out_proj", attn_norm="norm1", mlp_norm="norm2",
-    gate_up=(), gate_first=True, down="", emb_norm="emb_ln",
+    emb_norm="emb_ln",
 )
 _ORIGINAL = ".parametrizations.weight.original"
 

@@ -2,7 +2,7 @@
 
 Hub checkpoints keep the contrastors names (`Wqkv`, `fc11` = up, `fc12` = gate, `norm1`/`norm2`,
 `emb_ln`) and GPT-2 style config keys (`n_embd`, `rotary_emb_base`, ...); transformers'
-NomicBertModel saves the native names and keys. Both load. The MoE variant (v2-moe) is refused:
+NomicBertModel holds the native names and writes native config keys. Both load. The MoE variant (v2-moe) is refused:
 no reference implementation exists offline to verify it against.
 """
 from __future__ import annotations

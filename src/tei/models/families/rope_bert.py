@@ -5,8 +5,10 @@ The block is BERT's: embeddings (word, optional token types, optional absolute p
 LayerNorm, then per layer `x = norm1(x + out(attn(x)))`, `x = norm2(x + mlp(x))`, with rotary q/k
 over the whole head. The families differ only in weight names, which MLP they use (plain or gated,
 and the order of a fused gate/up), the rotary base and scaling, and which biases exist. So a family
-is a `Layout` (its hub names) plus its config reading; transformers' native classes for all three
-(NomicBertModel, GteModel, JinaEmbeddingsV3Model) save one common layout, `NATIVE`.
+is a `Layout` (its hub names) plus its config reading. transformers' native classes for all three
+(NomicBertModel, GteModel, JinaEmbeddingsV3Model) hold one common layout, `NATIVE`: a state dict
+saved as it is has those names (`save_pretrained` writes the hub names back, by the reverse of its
+conversion table), and both load.
 """
 from __future__ import annotations
 
@@ -29,10 +31,10 @@ class Layout:
     out: str
     attn_norm: str
     mlp_norm: str
-    gate_up: tuple[str, ...]  # the gated MLP's projections, concatenated in this order
-    gate_first: bool  # whether the gate is the first half of that concatenation
-    down: str  # the gated MLP's output projection
     emb_norm: str
+    gate_up: tuple[str, ...] = ()  # the gated MLP's projections, concatenated in this order
+    gate_first: bool = True  # whether the gate is the first half of that concatenation
+    down: str = ""  # the gated MLP's output projection
     fc1: str = "mlp.fc1"  # the plain MLP (Jina, Nomic's gelu layers)
     fc2: str = "mlp.fc2"
 
