@@ -28,6 +28,12 @@ def _roberta_offset(cfg: dict) -> int:
     return int(cfg.get("pad_token_id", 1)) + 1
 
 
+def _mpnet_offset(cfg: dict) -> int:
+    """RoBERTa-style too, but transformers' MPNetEmbeddings fixes its padding index at 1 whatever
+    `pad_token_id` says."""
+    return 2
+
+
 @dataclasses.dataclass(frozen=True)
 class Family:
     name: str
@@ -49,6 +55,7 @@ FAMILIES: list[Family] = [
     Family("roberta", "bert", ("roberta", "xlm-roberta", "camembert"), position_offset=_roberta_offset,
            default_pooling="cls"),
     Family("distilbert", "distilbert", ("distilbert",), default_pooling="cls"),
+    Family("mpnet", "mpnet", ("mpnet",), position_offset=_mpnet_offset),
 ]
 
 
