@@ -77,9 +77,10 @@ def _write(folder: Path, cfg: dict, state: dict) -> Path:
 
 
 def build_jina_embedding(folder: Path, code: bool = False, seed: int = 0, pooling: str = "mean",
-                         max_seq_length: int = 128, pooler: bool = True) -> Path:
-    """A sentence-transformers folder as jina-embeddings-v2 ships it: Transformer, Pooling, Normalize."""
-    cfg = jina_config(code)
+                         max_seq_length: int = 128, pooler: bool = True, **sizes) -> Path:
+    """A sentence-transformers folder as jina-embeddings-v2 ships it: Transformer, Pooling, Normalize.
+    `sizes`: jina_config's hidden, heads, layers, inter."""
+    cfg = jina_config(code, **sizes)
     _write(folder, cfg, random_state(cfg, code, seed, pooler=pooler))
     modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
                {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
