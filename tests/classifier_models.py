@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from tiny_models import build_classifier
 
-ROBERTA_FAMILY = ("roberta", "xlm-roberta", "camembert")
+ROBERTA_FAMILY = ("roberta", "xlm-roberta", "camembert", "mpnet")  # MPNet's tokenizer pairs as RoBERTa's does
 ENCODER_GAIN = 5.0
 LOGIT_STD = 2.0
 _HEAD_FINAL = ("classifier.weight", "classifier.bias", "classifier.out_proj.weight", "classifier.out_proj.bias")

@@ -33,6 +33,8 @@ def _config(arch: str, **extra):
     )
     if arch == "bert":
         return tf.BertConfig(type_vocab_size=2, **kwargs)
+    if arch == "mpnet":  # 32 relative-position buckets, the only count transformers computes
+        return tf.MPNetConfig(**kwargs)
     cls = {"roberta": tf.RobertaConfig, "xlm-roberta": tf.XLMRobertaConfig, "camembert": tf.CamembertConfig}[arch]
     return cls(type_vocab_size=1, pad_token_id=1, bos_token_id=0, eos_token_id=2, **kwargs)
 

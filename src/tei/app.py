@@ -69,7 +69,7 @@ def build_engine(settings: Settings):
     from .models.hub import ModelNotFound, resolve_model_dir
     from .models.loader import Model
     from .models.registry import UnsupportedModel
-    from .models.spec import ModelSpecError, read_spec
+    from .models.spec import ModelSpecError, read_spec, tokenizer_json
 
     try:
         placement = place(settings.device, settings.dtype, compile=settings.torch_compile)
@@ -82,17 +82,17 @@ def build_engine(settings: Settings):
         if spec.adapters:
             log.info("Task adapter merged at load: %s (of %s)", spec.adapter or "none, the base weights",
                      ", ".join(spec.adapters))
-        tokenizer_file = folder / "tokenizer.json"
+        tokenizer_file = spec.model_dir / "tokenizer.json"
         if not tokenizer_file.is_file():
-            raise StartupError(f"tokenizer.json not found in {folder}: only fast tokenizers are supported")
-        log.info("Maximum number of tokens per request: %d", spec.max_input_length)
+            raise StartupError(f"tokenizer.json not found in {spec.model_dir}: only fast tokenizers are supported")
+        log.info("Maximum number of tokens per request: %s", spec.max_input_length or "no limit but --max-batch-tokens")
         model = placement.build(Model, spec, placement)
         log.info("Starting model backend on %s (%s): %s, attention: %s%s", placement.device, placement.name,
                  placement.dtype_name, model.attention, ", torch.compile" if placement.compile else "")
         engine = Engine(
             spec,
             model,
-            tokenizer_file.read_text(encoding="utf-8"),
+            tokenizer_json(spec),
             EngineConfig(
                 max_concurrent_requests=settings.max_concurrent_requests,
                 max_batch_tokens=settings.max_batch_tokens,

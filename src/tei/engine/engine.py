@@ -55,7 +55,8 @@ class Engine:
         self.spec = spec
         self.model = model
         self.config = config
-        self.max_input_length = spec.max_input_length
+        # A model without a positional limit (static embeddings) takes inputs as long as a batch.
+        self.max_input_length = spec.max_input_length or config.max_batch_tokens
         if self.max_input_length > config.max_batch_tokens:
             if not config.auto_truncate:
                 raise ValueError(

@@ -5,6 +5,8 @@ import logging
 import os
 from pathlib import Path
 
+from .spec import static_module
+
 log = logging.getLogger(__name__)
 
 # Everything the loader may read. Weights are chosen after listing, so only the needed format is fetched.
@@ -19,6 +21,7 @@ _METADATA_PATTERNS = [
     "config_sentence_transformers.json",
     "1_Pooling/config.json",
     "2_Dense*/*",
+    "0_StaticEmbedding/*",  # a sentence-transformers static model's weights and tokenizer
 ]
 
 
@@ -45,7 +48,7 @@ def _cached_snapshot(model_id: str, revision: str | None, cache_dir: str | None)
     ref_file = repo / "refs" / ref
     commit = ref_file.read_text().strip() if ref_file.is_file() else ref
     snapshot = repo / "snapshots" / commit
-    if (snapshot / "config.json").is_file():
+    if (snapshot / "config.json").is_file() or (snapshot / "modules.json").is_file():
         return snapshot
     return None
 
@@ -60,7 +63,7 @@ def resolve_model_dir(
         return Path(default_model_path())
     path = Path(model_id).expanduser()
     if path.is_dir():
-        if not (path / "config.json").is_file():
+        if not (path / "config.json").is_file() and static_module(path) is None:
             raise ModelNotFound(f"`{model_id}` is a folder but has no config.json.")
         return path
     snapshot = _cached_snapshot(model_id, revision, cache_dir)

@@ -46,13 +46,14 @@ class Model:
         family = spec.family.load()
         self.spec = spec
         self.placement = placement
-        weights = Weights(load_state_dict(spec.folder), family.PREFIXES, placement.dtype, placement.device)
+        weights = Weights(load_state_dict(spec.model_dir), family.PREFIXES, placement.dtype, placement.device)
         cfg = spec.config
         if hasattr(family, "adapt"):  # checkpoint tensors the family rewrites first (LoRA merged at load)
             family.adapt(weights, spec)
         self.encoder = family.encoder(weights, cfg)
         self.hidden_size = self.encoder.hidden_size
-        self.attention = choose(placement.attention, self.encoder.needs)
+        # An encoder without attention (static embeddings) needs no kernel; SDPA's plan costs nothing.
+        self.attention = choose(placement.attention, self.encoder.needs) if self.encoder.attention else "sdpa"
         self.head = family.classifier(weights, cfg).to(placement.head_dtype) if spec.kind != "embedding" else None
         self.mlm = family.mlm_head(weights, cfg).to(placement.head_dtype) if spec.pooling == "splade" else None
         weights.ignore(*family.IGNORED)
@@ -102,14 +103,14 @@ class Model:
         layers' kernels); then attention alone once per sequence length, for each kind of attention
         the model has (ModernBERT's local and global layers differ)."""
         self.placement.prepare_forward(0)
-        first = self.encoder.layers[0]
         dtype, device = self.placement.dtype, self.placement.device
-        for tokens in token_counts:
+        layers = self.encoder.layers  # none in static embeddings: nothing to warm
+        for tokens in token_counts if len(layers) else ():
             batch = self._dummy_batch(chunks(tokens, 16))
-            first(torch.zeros(len(batch.input_ids), self.hidden_size, dtype=dtype, device=device),
-                  AttentionPlan(batch, self.attention))
+            layers[0](torch.zeros(len(batch.input_ids), self.hidden_size, dtype=dtype, device=device),
+                      AttentionPlan(batch, self.attention))
         kinds = {(a.heads, a.kv_heads, a.head_dim, a.causal, a.window, a.bias): a for a in self.encoder.attention}
-        for length in lengths:
+        for length in lengths if kinds else ():
             batch = self._dummy_batch([length])
             plan, tokens = AttentionPlan(batch, self.attention), len(batch.input_ids)  # gears pad the batch
             for a in kinds.values():

@@ -40,6 +40,32 @@ def _jina_v3(cfg: dict, folder: Path | None) -> bool:
 
 def _jina_reranker(cfg: dict, folder: Path | None) -> bool:
     return _jina_flash(cfg) and cfg.get("position_embedding_type", "absolute") == "absolute"
+def _mpnet_offset(cfg: dict) -> int:
+    """RoBERTa-style too, but transformers' MPNetEmbeddings fixes its padding index at 1 whatever
+    `pad_token_id` says."""
+    return 2
+
+
+def _runs_remote_code(cfg: dict, repo: str) -> bool:
+    """A config written by `repo`'s remote code (TEI's test, so re-uploads and fine-tunes match too)."""
+    auto = (cfg.get("auto_map") or {}).get("AutoConfig") or ""
+    return cfg.get("_name_or_path") == repo or repo in str(auto)
+
+
+def is_jina_code(cfg: dict) -> bool:
+    return _runs_remote_code(cfg, "jinaai/jina-bert-v2-qk-post-norm")
+
+
+def _is_jina(cfg: dict, folder: Path | None) -> bool:
+    return cfg.get("model_type") == "bert" and (
+        _runs_remote_code(cfg, "jinaai/jina-bert-implementation") or is_jina_code(cfg)
+    )
+
+
+def _is_static(cfg: dict, folder: Path | None) -> bool:
+    from .spec import static_module
+
+    return cfg.get("model_type") == "model2vec" or (folder is not None and static_module(folder) is not None)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,6 +85,9 @@ class Family:
 
 
 FAMILIES: list[Family] = [
+    Family("static", "static", ("model2vec",), match=_is_static),
+    # Mean pooling by default: every JinaBERT v2 checkpoint was trained with it (`emb_pooler: mean`).
+    Family("jinabert", "jina_bert", match=_is_jina, default_pooling="mean"),
     Family("bert", "bert", ("bert",), default_pooling="cls"),
     Family("roberta", "bert", ("roberta", "xlm-roberta", "camembert"), position_offset=_roberta_offset,
            default_pooling="cls"),
@@ -67,6 +96,7 @@ FAMILIES: list[Family] = [
     Family("gte", "gte", ("new", "gte"), default_pooling="cls"),
     Family("jina_v3", "jina", ("jina_embeddings_v3",), match=_jina_v3, default_pooling="mean"),
     Family("jina_reranker", "jina", match=_jina_reranker, position_offset=_roberta_offset, default_pooling="cls"),
+    Family("mpnet", "mpnet", ("mpnet",), position_offset=_mpnet_offset),
 ]
 
 

@@ -48,7 +48,7 @@ class ModelSpec:
     kind: str  # "embedding" | "classifier" | "reranker"
     pooling: str | None  # embedding models only
     id2label: dict[str, str] | None
-    max_input_length: int
+    max_input_length: int | None  # None: no positional limit (static embeddings), the batch budget limits
     position_offset: int
     dense: tuple[DenseSpec, ...]
     prompts: dict[str, str]
@@ -58,6 +58,12 @@ class ModelSpec:
     # name, and the one merged into the weights at load (None: the base weights).
     adapters: tuple[str, ...] = ()
     adapter: str | None = None
+    module: str = ""  # the folder of the model's weights and tokenizer.json, relative to `folder`
+    special_tokens: bool = True  # False: texts are cut without [CLS]/[SEP] and the like (static embeddings)
+
+    @property
+    def model_dir(self) -> Path:
+        return self.folder / self.module
 
     @property
     def num_labels(self) -> int:
@@ -154,12 +160,74 @@ def _st_max_seq_length(folder: Path) -> int | None:
     return None
 
 
+def static_module(folder: Path) -> str | None:
+    """The path of a sentence-transformers StaticEmbedding module, when it is the folder's first
+    module (such folders, and model2vec's, are static-embedding models)."""
+    modules = _read_json(folder / "modules.json")
+    if isinstance(modules, list) and modules and str(modules[0].get("type", "")).endswith("StaticEmbedding"):
+        return str(modules[0].get("path") or "")
+    return None
+
+
+def _unk_token_id(tokenizer_file: Path) -> int | None:
+    """The unknown token's id as model2vec finds it (the model's `unk_token`, or Unigram's `unk_id`)."""
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(tokenizer_file))
+    model = json.loads(tok.to_str())["model"]
+    if "unk_token" in model:
+        return None if model["unk_token"] is None else tok.token_to_id(model["unk_token"])
+    return model.get("unk_id")
+
+
+def _static_spec(folder: Path, config: dict, family: Family, pooling_override: str | None) -> ModelSpec:
+    """A static-embedding folder: no transformer config; mean pooling is the model itself."""
+    if pooling_override not in (None, "mean"):
+        raise ModelSpecError(f"Static embedding models average their token rows: `--pooling {pooling_override}` "
+                             "is not supported for them (mean is).")
+    module = static_module(folder) or ""
+    tokenizer_file = folder / module / "tokenizer.json"
+    if config.get("model_type") == "model2vec":
+        # model2vec's encode cuts at config `max_length` (512 when absent; null: no limit).
+        max_length = config.get("max_length", 512)
+        if tokenizer_file.is_file():
+            config = {**config, "unk_token_id": _unk_token_id(tokenizer_file)}
+    else:
+        # sentence-transformers cuts only where the tokenizer file itself says so.
+        truncation = (_read_json(tokenizer_file) or {}).get("truncation") or {}
+        max_length = truncation.get("max_length")
+    st_cfg = _read_json(folder / "config_sentence_transformers.json") or {}
+    return ModelSpec(
+        folder=folder, config=config, model_type=config.get("model_type") or "static", family=family,
+        kind="embedding", pooling="mean", id2label=None,
+        max_input_length=int(max_length) if max_length else None, position_offset=0,
+        dense=_dense_layers(folder),
+        prompts={str(k): str(v) for k, v in (st_cfg.get("prompts") or {}).items()},
+        default_prompt_name=st_cfg.get("default_prompt_name"), module=module, special_tokens=False,
+    )
+
+
+def tokenizer_json(spec: ModelSpec) -> str:
+    """The tokenizer file's text; without its post-processor when texts are cut without special
+    tokens, so every route (and /tokenize) sees what the model sees."""
+    text = (spec.model_dir / "tokenizer.json").read_text(encoding="utf-8")
+    if spec.special_tokens:
+        return text
+    tok = json.loads(text)
+    tok["post_processor"] = None
+    return json.dumps(tok)
+
+
 def read_spec(folder: Path, pooling_override: str | None = None, default_prompt_name: str | None = None) -> ModelSpec:
     config = _read_json(folder / "config.json")
     if config is None:
-        raise ModelSpecError(f"{folder} has no config.json")
+        if static_module(folder) is None:
+            raise ModelSpecError(f"{folder} has no config.json")
+        config = {}
     model_type = config.get("model_type", "")
     family = detect(config, folder)
+    if family.name == "static":
+        return _static_spec(folder, config, family, pooling_override)
     pooling_override = pooling_override.replace("-", "_") if pooling_override else None
     if pooling_override is not None and pooling_override not in POOLINGS:
         raise ModelSpecError(f"Unknown pooling `{pooling_override}`: use cls, mean, splade or last-token.")

@@ -6,11 +6,12 @@ from .blocks import Encoder, PostNormLayer, PreNormLayer
 from .embeddings import TokenEmbeddings
 from .linear import ACTIVATIONS, Linear, check_activation, concatenated, linear, use_int8, use_onednn
 from .mlp import MLP, GatedMLP
-from .norms import LayerNorm, RMSNorm, layer_norm
+from .norms import AcrossHeads, LayerNorm, RMSNorm, layer_norm
+from .relative_bias import RelativePositionBias
 from .rotary import Rotary, apply_rotary, rope_parameters
 
 __all__ = [
-    "ACTIVATIONS", "Encoder", "GatedMLP", "PostNormLayer", "PreNormLayer", "LayerNorm", "Linear", "MLP", "RMSNorm", "Rotary",
+    "ACTIVATIONS", "AcrossHeads", "Encoder", "GatedMLP", "PostNormLayer", "PreNormLayer", "LayerNorm", "Linear", "MLP", "RMSNorm", "RelativePositionBias", "Rotary",
     "SelfAttention", "SymmetricAlibi", "TokenEmbeddings", "alibi_slopes", "apply_rotary", "check_activation",
     "concatenated", "layer_norm", "linear", "rope_parameters", "use_int8", "use_onednn",
 ]

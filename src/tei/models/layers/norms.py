@@ -36,3 +36,15 @@ class RMSNorm(nn.Module):
 def layer_norm(w, prefix: str, eps: float, bias: bool = True) -> LayerNorm:
     """The LayerNorm stored at `prefix` (`.weight`, and `.bias` unless the family has none)."""
     return LayerNorm(w.get(f"{prefix}.weight"), w.get(f"{prefix}.bias") if bias else None, eps)
+
+
+class AcrossHeads(nn.Module):
+    """A norm over the full projection width of per-head tensors [T, heads, D] (JinaBERT-code
+    normalizes q and k before they are split into heads)."""
+
+    def __init__(self, norm: nn.Module):
+        super().__init__()
+        self.norm = norm
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(x.flatten(1)).view_as(x)
