@@ -49,6 +49,8 @@ FAMILIES: list[Family] = [
     Family("roberta", "bert", ("roberta", "xlm-roberta", "camembert"), position_offset=_roberta_offset,
            default_pooling="cls"),
     Family("distilbert", "distilbert", ("distilbert",), default_pooling="cls"),
+    # Mean by default: in local layers CLS only sees its window (why ModernBERT's classifiers offer mean).
+    Family("modernbert", "modernbert", ("modernbert",), default_pooling="mean"),
 ]
 
 
