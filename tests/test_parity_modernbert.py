@@ -85,7 +85,7 @@ def test_hub_layout_masked_lm_with_legacy_config(models_dir, embedder):
     cfg = json.loads((hf / "config.json").read_text())
     assert "layer_types" not in cfg and cfg["global_attn_every_n_layers"] == 3
     folder = models_dir / "modernbert-mlm"
-    transformer = models.Transformer(str(hf), max_seq_length=128, model_args={"attn_implementation": "sdpa"})
+    transformer = models.Transformer(str(hf), max_seq_length=128, model_kwargs={"attn_implementation": "sdpa"})
     modules = [transformer, models.Pooling(64, pooling_mode="mean")]
     SentenceTransformer(modules=modules, device="cpu").save(str(folder))
     assert cosine(_ours(folder, TEXTS), _reference(folder, TEXTS)).min() >= COS_BAR

@@ -81,7 +81,7 @@ def build_embedding(folder: Path, pooling: str = "mean", seed: int = 0, prompts:
     from sentence_transformers import SentenceTransformer, models
 
     hf = build_hf(folder.parent / (folder.name + "-hf"), seed, **hf_options)
-    transformer = models.Transformer(str(hf), max_seq_length=128, model_args={"attn_implementation": "sdpa"})
+    transformer = models.Transformer(str(hf), max_seq_length=128, model_kwargs={"attn_implementation": "sdpa"})
     dim = transformer.get_word_embedding_dimension()
     modules = [transformer, models.Pooling(dim, pooling_mode=pooling), models.Normalize()]
     SentenceTransformer(modules=modules, device="cpu", prompts=prompts or None).save(str(folder))

@@ -69,6 +69,8 @@ class AttentionPlan:
 
     def _mask(self, length: int, causal: bool, window, bias: Bias | None, like: torch.Tensor):
         """None when plain SDPA (or is_causal) does the job; else a bool or additive mask for one length."""
+        if window is not None and length - 1 <= min(window):
+            window = None  # the window holds the whole sequence: SDPA's mask-free path is faster
         if window is None and bias is None:
             return None
         key = (length, causal, window, id(bias) if bias is not None else None)
