@@ -89,6 +89,7 @@ class Batcher:
         self.healthy = True
         self._queue: collections.deque[_Item] = collections.deque()
         self._calls: collections.deque = collections.deque()  # (fn, args, concurrent.futures.Future)
+        self._idle: collections.deque = collections.deque()  # callables run while nothing else waits
         self._cond = threading.Condition()
         self._stopping = False
         self._trim = _malloc_trim()
@@ -121,6 +122,19 @@ class Batcher:
             self._cond.notify()
         return future.result()
 
+    def when_idle(self, steps) -> None:
+        """Run these callables on the inference thread, one at a time, only while no request and no
+        call waits (start-up work that can finish after the server is ready: kernels for the larger
+        batch sizes). A request that arrives waits for at most the step under way. A failing step is
+        logged and the rest are dropped: they only save first-use latency."""
+        with self._cond:
+            self._idle.extend(steps)
+            self._cond.notify()
+
+    @property
+    def idle_work(self) -> int:
+        return len(self._idle)
+
     def stop(self) -> None:
         with self._cond:
             self._stopping = True
@@ -146,7 +160,7 @@ class Batcher:
     def _run(self) -> None:
         while True:
             with self._cond:
-                while not self._queue and not self._calls and not self._stopping:
+                while not self._queue and not self._calls and not self._idle and not self._stopping:
                     self._cond.wait()
                 if self._stopping and not self._queue:
                     for _fn, _args, future in self._calls:
@@ -154,6 +168,15 @@ class Batcher:
                     return
                 call = self._calls.popleft() if self._calls else None
                 batch = self._next_batch() if call is None else None
+                step = self._idle.popleft() if call is None and not batch and self._idle else None
+            if step is not None:
+                try:
+                    step()
+                except Exception:
+                    log.exception("Start-up work after ready failed; skipping the rest of it")
+                    with self._cond:
+                        self._idle.clear()
+                continue
             if call is not None:
                 fn, args, future = call
                 try:

@@ -88,23 +88,30 @@ class Engine:
         return self.spec.prompts[name]
 
     def warmup(self) -> None:
-        """One forward pass at full batch size, as TEI does: an out-of-memory shows up at start-up.
-        Devices that compile per shape then run one batch per shape gear; on CPU, oneDNN builds its
-        kernels for every gear. All of it on the inference thread (Batcher.call says why)."""
+        """One forward pass (at full batch size, as TEI does, where devices.Placement.warmup_pass says
+        so): an out-of-memory shows up at start-up. Devices that compile per shape then run one batch
+        per shape gear; on CPU, oneDNN builds its kernels for the common gears now and for the others
+        once ready, while idle. All of it on the inference thread (Batcher.call says why)."""
+        placement = self.model.placement
         budget = self.batcher.max_batch_tokens  # the device's own budget where it is below the flag
         length = min(self.max_input_length, budget)
         count = max(1, min(budget // length, self.config.max_batch_requests or 1 << 30, 64))
-        gears = self.model.placement.warmup_lengths(budget, length)
+        gears = placement.warmup_lengths(budget, length)
         if gears:
             log.info("Warming up %d shape gears, up to %d tokens", len(gears), sum(gears[-1]))
-        for lengths in [[length] * count, *gears]:
+        for lengths in [placement.warmup_pass(length, count), *gears]:
             ids = np.full(sum(lengths), 100, dtype=np.int32)
             self.batcher.call(lambda: self.model.forward(self.model.make_batch(ids, np.zeros_like(ids), lengths)))
-        kernels = self.model.placement.kernel_gears(budget)
-        lengths = self.model.placement.attention_lengths(self.max_input_length)
+        kernels = placement.kernel_gears(budget)
+        lengths = placement.attention_lengths(self.max_input_length)
         if kernels or lengths:
-            log.info("Building kernels for %d batch sizes and %d sequence lengths", len(kernels), len(lengths))
-            self.batcher.call(self.model.warm_kernels, kernels, lengths)
+            now_kernels, now_lengths = placement.before_ready(kernels, lengths)
+            later = self.model.kernel_steps(sorted(set(kernels) - set(now_kernels)),
+                                            sorted(set(lengths) - set(now_lengths)))
+            log.info("Building kernels for %d batch sizes and %d sequence lengths (%d more when idle)",
+                     len(now_kernels), len(now_lengths), len(later))
+            self.batcher.call(self.model.warm_kernels, now_kernels, now_lengths)
+            self.batcher.when_idle(later)
 
     def close(self) -> None:
         self.batcher.stop()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 
 import numpy as np
@@ -95,28 +96,44 @@ class Model:
             out.hidden = hidden[: sum(batch.lengths[:real])].float().cpu().numpy()
         return out
 
-    @torch.inference_mode()
     def warm_kernels(self, token_counts: list[int], lengths: list[int]) -> None:
-        """Build the kernels batches will need, once, at start-up (devices.Placement.kernel_gears and
+        for step in self.kernel_steps(token_counts, lengths):
+            step()
+
+    def kernel_steps(self, token_counts: list[int], lengths: list[int]) -> list:
+        """Steps that build the kernels batches will need, once (devices.Placement.kernel_gears and
         attention_lengths): the first encoder layer once per token count, in sequences of 16 tokens
         that keep attention cheap (every layer and every later batch of that size reuses the linear
         layers' kernels); then attention alone once per sequence length, for each kind of attention
-        the model has (ModernBERT's local and global layers differ)."""
+        the model has (ModernBERT's local and global layers differ). One step per count or length,
+        so the engine can run some before it is ready and the rest when idle (Batcher.when_idle)."""
+        kinds = {(a.heads, a.kv_heads, a.head_dim, a.causal, a.window, a.bias): a for a in self.encoder.attention}
+        counts = token_counts if len(self.encoder.layers) else []  # static embeddings: nothing to warm
+        return ([functools.partial(self._warm_linears, n) for n in counts]
+                + [functools.partial(self._warm_attention, n, list(kinds.values())) for n in lengths if kinds])
+
+    @torch.inference_mode()
+    def _warm_linears(self, tokens: int) -> None:
+        self.placement.prepare_forward(0)
+        batch = self._dummy_batch(chunks(tokens, 16))
+        x = torch.zeros(len(batch.input_ids), self.hidden_size, dtype=self.placement.dtype, device=self.placement.device)
+        self.encoder.layers[0](x, AttentionPlan(batch, self.attention))
+
+    @torch.inference_mode()
+    def _warm_attention(self, length: int, kinds: list) -> None:
         self.placement.prepare_forward(0)
         dtype, device = self.placement.dtype, self.placement.device
-        layers = self.encoder.layers  # none in static embeddings: nothing to warm
-        for tokens in token_counts if len(layers) else ():
-            batch = self._dummy_batch(chunks(tokens, 16))
-            layers[0](torch.zeros(len(batch.input_ids), self.hidden_size, dtype=dtype, device=device),
-                      AttentionPlan(batch, self.attention))
-        kinds = {(a.heads, a.kv_heads, a.head_dim, a.causal, a.window, a.bias): a for a in self.encoder.attention}
-        for length in lengths if kinds else ():
-            batch = self._dummy_batch([length])
-            plan, tokens = AttentionPlan(batch, self.attention), len(batch.input_ids)  # gears pad the batch
-            for a in kinds.values():
-                q = torch.zeros(tokens, a.heads, a.head_dim, dtype=dtype, device=device)
-                kv = torch.zeros(tokens, a.kv_heads, a.head_dim, dtype=dtype, device=device)
-                plan.attend(q, kv, kv, causal=a.causal, window=a.window, bias=a.bias, scale=a.scale)
+        batch = self._dummy_batch([length])
+        plan, tokens = AttentionPlan(batch, self.attention), len(batch.input_ids)  # gears pad the batch
+        for a in kinds:
+            # One k/v head (and its group of q heads) builds the same kernels as all of them: the
+            # kernels are per length and head size, the heads an outer loop. An 8192-token step then
+            # costs a twelfth (ModernBERT-base) and keeps requests that wait on it waiting less. A
+            # per-head bias needs every head.
+            heads, kv_heads = (a.heads, a.kv_heads) if a.bias is not None else (a.heads // a.kv_heads, 1)
+            q = torch.zeros(tokens, heads, a.head_dim, dtype=dtype, device=device)
+            kv = torch.zeros(tokens, kv_heads, a.head_dim, dtype=dtype, device=device)
+            plan.attend(q, kv, kv, causal=a.causal, window=a.window, bias=a.bias, scale=a.scale)
 
     def _dummy_batch(self, lengths: list[int]) -> PackedBatch:
         ids = np.zeros(sum(lengths), dtype=np.int32)

@@ -97,6 +97,8 @@ FAMILIES: list[Family] = [
     Family("jina_v3", "jina", ("jina_embeddings_v3",), match=_jina_v3, default_pooling="mean"),
     Family("jina_reranker", "jina", match=_jina_reranker, position_offset=_roberta_offset, default_pooling="cls"),
     Family("mpnet", "mpnet", ("mpnet",), position_offset=_mpnet_offset),
+    # Mean by default: in local layers CLS only sees its window (why ModernBERT's classifiers offer mean).
+    Family("modernbert", "modernbert", ("modernbert",), default_pooling="mean"),
 ]
 
 

@@ -69,18 +69,20 @@ class AttentionPlan:
 
     def _mask(self, length: int, causal: bool, window, bias: Bias | None, like: torch.Tensor):
         """None when plain SDPA (or is_causal) does the job; else a bool or additive mask for one length."""
+        if window is not None and length - 1 <= min(window):
+            window = None  # the window holds the whole sequence: SDPA's mask-free path is faster
         if window is None and bias is None:
             return None
         key = (length, causal, window, id(bias) if bias is not None else None)
         mask = self._masks.get(key)
         if mask is None:
-            pos = torch.arange(length, device=like.device)
-            offset = pos[None, :] - pos[:, None]  # key position − query position
+            # Bands of the key − query offset, cut with triu/tril on one bool matrix: an int64 offset
+            # matrix would take 512 MB for one 8192-token sequence.
             allowed = torch.ones(length, length, dtype=torch.bool, device=like.device)
             if window is not None:
-                allowed &= (offset >= -window[0]) & (offset <= window[1])
+                allowed = allowed.triu(-window[0]).tril(window[1])
             if causal:
-                allowed &= offset <= 0
+                allowed = allowed.tril(0)
             if bias is None:
                 mask = allowed
             else:
