@@ -77,7 +77,8 @@ def build_engine(settings: Settings):
         folder = resolve_model_dir(
             settings.model_id, settings.revision, settings.huggingface_hub_cache, settings.hf_token
         )
-        spec = read_spec(folder, settings.pooling)
+        spec = read_spec(folder, settings.pooling, settings.model_id, settings.model_kind)
+        placement = _family_dtype(spec, placement, settings)
         log.info("Model type: %s (pooling: %s)", spec.kind, spec.pooling)
         tokenizer_file = folder / "tokenizer.json"
         if not tokenizer_file.is_file():
@@ -110,6 +111,21 @@ def build_engine(settings: Settings):
 
 class StartupError(RuntimeError):
     pass
+
+
+def _family_dtype(spec, placement, settings: Settings):
+    """A family whose numbers break in float16 (EmbeddingGemma) refuses it, and runs its own default
+    dtype when --dtype is unset (float32 on every device, as TEI does for Gemma3)."""
+    from .devices import place
+
+    family = spec.family
+    if settings.dtype == "float16" and not family.float16:
+        raise StartupError(f"`{spec.model_type}` models overflow in float16: use --dtype float32 or bfloat16.")
+    if not settings.dtype and family.default_dtype and placement.dtype_name != family.default_dtype:
+        log.info("`%s` models run in %s unless --dtype says otherwise", spec.model_type, family.default_dtype)
+        placement = place(settings.device, family.default_dtype, compile=settings.torch_compile)
+        placement.activate()
+    return placement
 
 
 def run(settings: Settings) -> int:

@@ -15,7 +15,7 @@ from .batch import PackedBatch
 from .layers import Linear, use_int8, use_onednn
 from .pooling import pool
 from .spec import SPLADE_ACTIVATIONS, DenseSpec, ModelSpec
-from .weights import Weights, load_state_dict
+from .weights import Weights, check_fits, load_state_dict
 
 log = logging.getLogger(__name__)
 
@@ -46,12 +46,20 @@ class Model:
         family = spec.family.load()
         self.spec = spec
         self.placement = placement
+        check_fits(spec.folder, placement)
         weights = Weights(load_state_dict(spec.folder), family.PREFIXES, placement.dtype, placement.device)
         cfg = spec.config
         self.encoder = family.encoder(weights, cfg)
         self.hidden_size = self.encoder.hidden_size
         self.attention = choose(placement.attention, self.encoder.needs)
-        self.head = family.classifier(weights, cfg).to(placement.head_dtype) if spec.kind != "embedding" else None
+        if spec.yes_no is not None:  # float32 whatever the dtype: two rows, one dot product per sequence
+            self.head = family.yes_no_head(weights, cfg, spec.yes_no)
+        elif spec.kind != "embedding":
+            if not hasattr(family, "classifier"):
+                raise ValueError(f"`{spec.model_type}` classifiers and rerankers are not supported (embedding models are)")
+            self.head = family.classifier(weights, cfg).to(placement.head_dtype)
+        else:
+            self.head = None
         self.mlm = family.mlm_head(weights, cfg).to(placement.head_dtype) if spec.pooling == "splade" else None
         weights.ignore(*family.IGNORED)
         weights.check_all_used(spec.family.name)
