@@ -16,6 +16,9 @@ from tiny_models import VOCAB, _copy_tokenizer, _randomize
 EAGER = {"attn_implementation": "eager"}
 DECODERS = ("qwen2", "qwen3", "mistral", "llama")
 CHATML = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
+# Qwen2/Qwen3's pre-tokenizer split (their tokenizer.json)
+QWEN_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|"
+              r"\s+(?!\S)|\s+")
 RERANK_QUERY = "What is deep learning?"
 RERANK_DOCS = [
     "Deep learning is a part of machine learning based on neural networks.",
@@ -119,10 +122,14 @@ def write_qwen_tokenizer(folder: Path, append_eos: bool = True) -> None:
     `yes` and `no` are single tokens, as in Qwen's vocabulary. Like Qwen3-Embedding's tokenizer it
     appends <|endoftext|> (the pad token) to every text: the reranker template must not get it."""
     from texts import TEXTS
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    tok.normalizer = normalizers.NFC()
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(QWEN_SPLIT), behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=600, special_tokens=list(CHATML), show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
@@ -205,6 +212,6 @@ def reference_rerank(folder: Path, query: str, docs, instruction: str | None = N
     with torch.no_grad():
         for doc in docs:
             ids = template_ids(tok, query, doc, instruction or PROMPT_TEMPLATE["instruction"], max_length)
-            logits = model(input_ids=torch.tensor([ids])).logits[0, -1].float()
-            out.append(float(logits[0]) if seq_cls else float(logits[yes] - logits[no]))
+            logits = model(input_ids=torch.tensor([ids])).logits.float()
+            out.append(float(logits[0, 0]) if seq_cls else float(logits[0, -1, yes] - logits[0, -1, no]))
     return out
