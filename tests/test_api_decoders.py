@@ -70,15 +70,15 @@ def test_rerank_bad_input(rerank_server):
 
 def test_rerank_grpc(rerank_server, qwen_reranker):
     import grpc
-    from tei_client.stubs import tei_pb2_grpc
 
+    # The server's own stubs: tei-client's proto (one package name, one descriptor pool) has no `instruction`.
     from tei.grpc import tei_pb2 as pb
+    from tei.grpc import tei_pb2_grpc
 
     limit = httpx.get(rerank_server.url + "/info").json()["max_input_length"]
     ref_task = np.asarray(reference_rerank(qwen_reranker, RERANK_QUERY, RERANK_DOCS, instruction=TASK, max_length=limit))
     with grpc.insecure_channel(f"127.0.0.1:{rerank_server.grpc_port}") as channel:
         stub = tei_pb2_grpc.RerankStub(channel)
-        # tei-client's request has no `instruction`: the server's own message, same wire format
         plain = stub.Rerank(pb.RerankRequest(query=RERANK_QUERY, texts=RERANK_DOCS, raw_scores=True), timeout=60)
         task = stub.Rerank(pb.RerankRequest(query=RERANK_QUERY, texts=RERANK_DOCS, raw_scores=True, instruction=TASK),
                            timeout=60)
