@@ -127,7 +127,7 @@ class Contender:
 class Server(Contender):
     """A server process on 127.0.0.1: started, health-checked, loaded through one dialect, always stopped."""
 
-    def __init__(self, name: str, argv: list[str], port: int, api: str, task: str, startup_timeout: float = 300.0):
+    def __init__(self, name: str, argv: list[str], port: int, api: str, task: str, startup_timeout: float = 1200.0):
         super().__init__()
         self.name, self.argv, self.api, self.task = name, argv, api, task
         self.url = f"http://127.0.0.1:{port}"

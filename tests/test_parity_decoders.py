@@ -232,3 +232,54 @@ def test_reranker_detection(qwen_rerankers, models_dir):
     assert read_spec(st6).yes_no == (7, 9)
     with pytest.raises(ModelSpecError, match="model-kind"):
         read_spec(qwen_rerankers["seq-cls"], model_kind="embedding")
+
+
+def test_attention_kernel_choice_for_decoders():
+    """What each kernel gets for the decoders' masks: a kernel that cannot run one falls back to SDPA."""
+    from tei.models.attention import AttentionNeeds, choose
+
+    causal_gqa = AttentionNeeds(head_dim=128, gqa=True, causal=True)
+    windowed = AttentionNeeds(head_dim=128, gqa=True, causal=True, window=True)
+    gemma = AttentionNeeds(head_dim=256, gqa=True, window=True)
+    assert choose("npu_fusion", causal_gqa) == "npu_fusion"  # sparse_mode 3, GQA
+    assert choose("npu_fusion", windowed) == "sdpa"  # no per-sequence window in its TND contract here
+    assert choose("npu_prompt", causal_gqa) == "sdpa"
+    assert choose("torch_nested", causal_gqa) == "sdpa"
+    assert choose("flash_attn", windowed) == "flash_attn" and choose("torch_varlen", gemma) == "torch_varlen"
+    assert choose("flash_attn", AttentionNeeds(head_dim=512, causal=True)) == "sdpa"
+
+
+def test_decoder_model_needs(folders):
+    """The needs the loaded models declare: what the kernel choice above is made from."""
+    from tei.models.loader import Model
+    from tei.models.spec import read_spec
+    from tei.devices import place
+
+    cpu = place("cpu", "float32")
+    qwen = Model(read_spec(folders("qwen3-causal")), cpu).encoder.needs
+    assert qwen.causal and qwen.gqa and not qwen.window and qwen.head_dim == 24
+    gemma = Model(read_spec(folders("gemma3")), cpu).encoder
+    assert not gemma.needs.causal and gemma.needs.window
+    assert [a.window for a in gemma.attention] == [(4, 4), None, (4, 4)]  # sliding_window 8 in the file
+    mistral = Model(read_spec(folders("mistral-window")), cpu).encoder
+    assert {a.window for a in mistral.attention} == {(5, 0)}
+
+
+def test_too_big_for_memory_is_refused(folders, monkeypatch):
+    from tei import devices
+    from tei.app import StartupError
+
+    monkeypatch.setattr(devices, "available_memory", lambda device: 1 << 20)
+    with pytest.raises(StartupError, match=r"needs \d+ MiB .* has 1 MiB available"):
+        engine_for(folders("qwen3-causal"))
+
+
+def test_instruction_needs_an_llm_reranker(folders):
+    from tei.engine.errors import ValidationError
+
+    engine = engine_for(folders("qwen3-causal"))
+    try:
+        with pytest.raises(ValidationError, match="instruction"):
+            run(engine.rerank("query", ["doc"], instruction="task"))
+    finally:
+        engine.close()

@@ -69,11 +69,14 @@ def check_fits(folder: Path, placement) -> None:
     needed = checkpoint_bytes(folder, placement.dtype)
     free = available_memory(placement.device)
     if needed is not None and free is not None and needed > free:
-        gib = 1 << 30
         raise WeightsError(
-            f"The model needs {needed / gib:.1f} GiB for its weights in {placement.dtype_name} and {placement.device} "
-            f"has {free / gib:.1f} GiB available: use a machine with more memory, or --dtype bfloat16/float16 to halve it."
+            f"The model needs {_size(needed)} for its weights in {placement.dtype_name} and {placement.device} "
+            f"has {_size(free)} available: use a machine with more memory, or --dtype bfloat16/float16 to halve it."
         )
+
+
+def _size(n: int) -> str:
+    return f"{n / (1 << 30):.1f} GiB" if n >= 1 << 28 else f"{n / (1 << 20):.0f} MiB"
 
 
 class Weights:
