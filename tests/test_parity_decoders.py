@@ -8,6 +8,7 @@ import shutil
 import numpy as np
 import pytest
 from engine_util import cosine, engine_for, run
+from test_parity_embeddings import _ours
 from texts import TEXTS
 from tiny_decoders import (
     RERANK_DOCS, RERANK_QUERY, build_decoder_embedding, build_qwen3_reranker, reference_embeddings, reference_rerank,
@@ -47,14 +48,6 @@ def folders(models_dir):
         return cache[case]
 
     return get
-
-
-def _ours(folder, texts, **kw):
-    engine = engine_for(folder, **kw.pop("settings", {}))
-    try:
-        return run(engine.embed(texts, normalize=False, **kw)).values
-    finally:
-        engine.close()
 
 
 def _reference_folder(folder):
