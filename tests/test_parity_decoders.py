@@ -276,3 +276,27 @@ def test_instruction_needs_an_llm_reranker(folders):
             run(engine.rerank("query", ["doc"], instruction="task"))
     finally:
         engine.close()
+
+
+def test_gte_qwen2_gets_its_end_token(models_dir):
+    """An old gte-Qwen2 repo (auto_map → modeling_qwen.Qwen2Model) whose tokenizer.json appends nothing:
+    every text ends with <|endoftext|>, as its remote tokenizer code (and TEI) make it."""
+    import transformers as tf
+    from tiny_decoders import decoder_config, qwen_vocab, save_decoder, write_qwen_tokenizer
+
+    folder = models_dir / "gte-qwen2-remote"
+    if not folder.exists():
+        folder.mkdir(parents=True)
+        write_qwen_tokenizer(folder, append_eos=False)
+        cfg = decoder_config("qwen2", vocab=qwen_vocab(folder), is_causal=False)
+        save_decoder(tf.Qwen2Model(cfg), folder, seed=4, tokenizer=lambda f: None)  # keeps its own tokenizer
+        config = json.loads((folder / "config.json").read_text())
+        config["auto_map"] = {"AutoModel": "Alibaba-NLP/gte-Qwen2-1.5B-instruct--modeling_qwen.Qwen2Model"}
+        (folder / "config.json").write_text(json.dumps(config))
+    engine = engine_for(folder, pooling="last_token")
+    try:
+        tokens = run(engine.tokenize(["hello world"]))[0]
+    finally:
+        engine.close()
+    assert tokens[-1]["text"] == "<|endoftext|>" and tokens[-1]["special"]
+

@@ -84,13 +84,18 @@ def build_engine(settings: Settings):
         if not tokenizer_file.is_file():
             raise StartupError(f"tokenizer.json not found in {folder}: only fast tokenizers are supported")
         log.info("Maximum number of tokens per request: %d", spec.max_input_length)
+        tokenizer_json = tokenizer_file.read_text(encoding="utf-8")
+        if spec.appended_token:
+            from .engine.tokenization import appending
+
+            tokenizer_json = appending(tokenizer_json, spec.appended_token)
         model = placement.build(Model, spec, placement)
         log.info("Starting model backend on %s (%s): %s, attention: %s%s", placement.device, placement.name,
                  placement.dtype_name, model.attention, ", torch.compile" if placement.compile else "")
         engine = Engine(
             spec,
             model,
-            tokenizer_file.read_text(encoding="utf-8"),
+            tokenizer_json,
             EngineConfig(
                 max_concurrent_requests=settings.max_concurrent_requests,
                 max_batch_tokens=settings.max_batch_tokens,

@@ -279,6 +279,20 @@ class TokenizerPool:
         return tok.decode_batch([list(ids) for ids in batches], skip_special_tokens=skip_special_tokens)
 
 
+def appending(tokenizer_json: str, token: str) -> str:
+    """The tokenizer with a post-processor that ends every text (and each text of a pair) with `token`;
+    unchanged when its vocabulary lacks the token."""
+    from tokenizers import processors
+
+    tok = Tokenizer.from_str(tokenizer_json)
+    token_id = tok.token_to_id(token)
+    if token_id is None:
+        return tokenizer_json
+    tok.post_processor = processors.TemplateProcessing(
+        single=f"$A:0 {token}:0", pair=f"$A:0 {token}:0 $B:1 {token}:1", special_tokens=[(token, token_id)])
+    return tok.to_str()
+
+
 def _keep(text: str, n: int, direction: str) -> str:
     """The first n characters, or the last n when truncating on the left (that side is dropped)."""
     return text[-n:] if direction == "left" else text[:n]

@@ -58,6 +58,8 @@ class ModelSpec:
     yes_no: tuple[int, int] | None = None
     # Rerankers whose pairs are rendered through a prompt (engine/tokenization.PairTemplate's fields)
     prompt_template: dict[str, str] | None = None
+    # A token the tokenizer must append to every text, where the repo's tokenizer.json does not (gte-Qwen2)
+    appended_token: str | None = None
 
     @property
     def num_labels(self) -> int:
@@ -284,4 +286,5 @@ def read_spec(folder: Path, pooling_override: str | None = None, model_id: str |
         splade_activation=splade_activation or "relu",
         yes_no=yes_no,
         prompt_template=module.prompt_template(config) if kind == "reranker" and hasattr(module, "prompt_template") else None,
+        appended_token=module.appended_token(config) if hasattr(module, "appended_token") else None,
     )

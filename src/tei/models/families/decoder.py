@@ -43,6 +43,13 @@ def prompt_template(cfg: dict) -> dict[str, str] | None:
     return PROMPT_TEMPLATE if cfg.get("model_type") in RERANKER_TYPES else None
 
 
+def appended_token(cfg: dict) -> str | None:
+    """Old gte-Qwen2 repos relied on their remote tokenizer code to end every text with <|endoftext|>
+    (the token they pool); TEI adds that post-processor for `modeling_qwen.Qwen2Model`, and so do we."""
+    auto_model = (cfg.get("auto_map") or {}).get("AutoModel") or ""
+    return "<|endoftext|>" if auto_model.endswith("modeling_qwen.Qwen2Model") else None
+
+
 def causal(cfg: dict) -> bool:
     """Decoders attend causally unless the config says otherwise (gte-Qwen2 ships `is_causal: false`)."""
     if cfg.get("model_type") in BIDIRECTIONAL_TYPES or cfg.get("use_bidirectional_attention"):
