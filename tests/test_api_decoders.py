@@ -25,7 +25,8 @@ def qwen_reranker(models_dir):
 @pytest.fixture(scope="module")
 def rerank_server(qwen_reranker):
     grpc_port = free_port()
-    with ServerProcess("--model-id", str(qwen_reranker), "--dtype", "float32", "--grpc-port", str(grpc_port)) as server:
+    with ServerProcess("--model-id", str(qwen_reranker), "--dtype", "float32", "--grpc-port", str(grpc_port),
+                       startup_timeout=600) as server:
         server.grpc_port = grpc_port
         yield server
 
@@ -101,7 +102,7 @@ def gemma(models_dir):
 def test_gemma_through_the_api(gemma):
     ref_query = reference_embeddings(gemma, TEXTS, prompt_name="query")
     ref_plain = reference_embeddings(gemma, TEXTS)
-    with ServerProcess("--model-id", str(gemma)) as server:
+    with ServerProcess("--model-id", str(gemma), startup_timeout=600) as server:
         info = httpx.get(server.url + "/info").json()
         assert info["model_dtype"] == "float32"
         emb = httpx.post(server.url + "/embed", json={"inputs": TEXTS, "prompt_name": "query",
@@ -115,6 +116,6 @@ def test_gemma_through_the_api(gemma):
         states = httpx.post(server.url + "/embed_all", json={"inputs": "hello world"}).json()
         tokens = httpx.post(server.url + "/tokenize", json={"inputs": "hello world"}).json()
         assert len(states[0]) == len(tokens[0])
-    with ServerProcess("--model-id", str(gemma), "--default-prompt-name", "query") as server:
+    with ServerProcess("--model-id", str(gemma), "--default-prompt-name", "query", startup_timeout=600) as server:
         openai = httpx.post(server.url + "/v1/embeddings", json={"input": TEXTS, "model": "x"}).json()
         assert cosine([d["embedding"] for d in openai["data"]], ref_query).min() >= 0.99999
