@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -28,7 +29,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import workload  # noqa: E402
 
-GROUP = 512
+GROUP = int(os.environ.get("BENCH_INPROCESS_GROUP") or 512)  # texts per call; smaller for big models
 
 
 class Baseline:

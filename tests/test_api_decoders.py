@@ -80,9 +80,9 @@ def test_rerank_grpc(rerank_server, qwen_reranker):
     ref_task = np.asarray(reference_rerank(qwen_reranker, RERANK_QUERY, RERANK_DOCS, instruction=TASK, max_length=limit))
     with grpc.insecure_channel(f"127.0.0.1:{rerank_server.grpc_port}") as channel:
         stub = tei_pb2_grpc.RerankStub(channel)
-        plain = stub.Rerank(pb.RerankRequest(query=RERANK_QUERY, texts=RERANK_DOCS, raw_scores=True), timeout=60)
+        plain = stub.Rerank(pb.RerankRequest(query=RERANK_QUERY, texts=RERANK_DOCS, raw_scores=True), timeout=300)
         task = stub.Rerank(pb.RerankRequest(query=RERANK_QUERY, texts=RERANK_DOCS, raw_scores=True, instruction=TASK),
-                           timeout=60)
+                           timeout=300)
     ref = np.asarray(reference_rerank(qwen_reranker, RERANK_QUERY, RERANK_DOCS, max_length=limit))
     assert max(abs(r.score - ref[r.index]) for r in plain.ranks) <= TOL
     assert max(abs(r.score - ref_task[r.index]) for r in task.ranks) <= TOL
