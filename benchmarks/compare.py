@@ -127,8 +127,7 @@ class Contender:
 class Server(Contender):
     """A server process on 127.0.0.1: started, health-checked, loaded through one dialect, always stopped."""
 
-    # A base-size model (12 layers, hidden 768) takes ~5 min to build its kernels on 2 busy cores.
-    def __init__(self, name: str, argv: list[str], port: int, api: str, task: str, startup_timeout: float = 600.0):
+    def __init__(self, name: str, argv: list[str], port: int, api: str, task: str, startup_timeout: float = 1200.0):
         super().__init__()
         self.name, self.argv, self.api, self.task = name, argv, api, task
         self.url = f"http://127.0.0.1:{port}"
@@ -302,7 +301,8 @@ def slice_ratio(a: Contender, b: Contender) -> tuple[float, list[float]]:
 def report(contenders: list[Contender], args) -> dict:
     s = {c.name: summarize(c) for c in contenders}
     print()
-    shape = "rerank requests of 4-16 documents, texts = documents" if args.task == "rerank" else "requests of 1-8 texts"
+    docs = os.environ.get("BENCH_RERANK_DOCS") or "4-16"
+    shape = f"rerank requests of {docs} documents, texts = documents" if args.task == "rerank" else "requests of 1-8 texts"
     print(f"{args.model_name}; {args.clients} clients; {shape} (workload.py); "
           f"{args.slices} slices of {args.seconds:.0f} s each; {_cpu_name()}, {os.cpu_count()} CPUs")
     print(f"{'':22s} {'texts/s':>8s} {'p50 ms':>7s} {'p99 ms':>7s} {'errors':>6s} {'CPU ms/text':>11s} "
@@ -375,7 +375,10 @@ def main() -> int:
     p.add_argument("--ours-args", default="", help="extra flags for text-embeddings-router")
     p.add_argument("--infinity-args", default="", help="extra flags for infinity_emb v2")
     p.add_argument("--soak", type=float, default=0.0, help="seconds of soak instead of the comparison")
+    p.add_argument("--rerank-docs", type=int, default=0, help="documents per rerank request (default: 4-16)")
     args = p.parse_args()
+    if args.rerank_docs:
+        os.environ["BENCH_RERANK_DOCS"] = str(args.rerank_docs)  # read by workload.py, here and in the workers
     args.dtypes = [d for d in args.dtypes.split(",") if d]
     args.ours_args = args.ours_args.split()
     if args.task == "rerank":

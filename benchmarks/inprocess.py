@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -28,7 +29,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import workload  # noqa: E402
 
-GROUP = 512
+GROUP = int(os.environ.get("BENCH_INPROCESS_GROUP") or 512)  # texts per call; smaller for big models
 
 
 class Baseline:
@@ -37,7 +38,11 @@ class Baseline:
 
         self.torch = torch
         self.batch_size = batch_size
-        if task == "rerank":
+        if task == "rerank" and _causal_lm(model):
+            self.run = _llm_reranker(model, batch_size)
+            self.texts = [(q, d) for q, docs in workload.rerank_requests(seed, 2000) for d in docs]
+            self.singles = []
+        elif task == "rerank":
             from sentence_transformers import CrossEncoder
 
             cross = CrossEncoder(model, device="cpu")
@@ -88,6 +93,46 @@ class Baseline:
                 self.run([text])
                 latencies.append((time.perf_counter() - start) * 1000)
         return {"latencies_ms": latencies}
+
+
+def _causal_lm(model: str) -> bool:
+    config = json.loads((Path(model) / "config.json").read_text())
+    return any(a.endswith("ForCausalLM") for a in config.get("architectures") or [])
+
+
+def _llm_reranker(model: str, batch_size: int, max_length: int = 512):
+    """Qwen3-Reranker as its model card runs it in transformers: the yes/no template, tokenized
+    without special tokens, the middle cut to fit, left padding, logits of the last position. Two
+    kindnesses over the card: `logits_to_keep=1` (the card computes every position's 151936 logits)
+    and each call's pairs sorted by length before batching, as sentence-transformers sorts."""
+    import torch
+    import transformers
+
+    from tei.models.families.decoder import PROMPT_TEMPLATE as T
+
+    tok = transformers.AutoTokenizer.from_pretrained(model, padding_side="left")
+    lm = transformers.AutoModelForCausalLM.from_pretrained(model).eval()
+    prefix = tok.encode(T["prefix"], add_special_tokens=False)
+    suffix = tok.encode(T["suffix"], add_special_tokens=False)
+    yes, no = tok.convert_tokens_to_ids("yes"), tok.convert_tokens_to_ids("no")
+
+    def run(pairs):
+        texts = [T["middle"].format(instruction=T["instruction"], query=q, document=d) for q, d in pairs]
+        middles = tok(texts, add_special_tokens=False, truncation=True,
+                      max_length=max_length - len(prefix) - len(suffix))["input_ids"]
+        order = sorted(range(len(pairs)), key=lambda i: len(middles[i]))
+        scores = [0.0] * len(pairs)
+        for start in range(0, len(order), batch_size):
+            chunk = order[start:start + batch_size]
+            batch = tok.pad({"input_ids": [prefix + middles[i] + suffix for i in chunk]}, return_tensors="pt")
+            with torch.inference_mode():
+                logits = lm(**batch, logits_to_keep=1).logits[:, -1, :]
+            pair = torch.stack([logits[:, no], logits[:, yes]], dim=1).float().log_softmax(dim=1)[:, 1].exp()
+            for i, s in zip(chunk, pair.tolist()):
+                scores[i] = s
+        return scores
+
+    return run
 
 
 def serve(baseline: Baseline) -> None:

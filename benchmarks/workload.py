@@ -14,6 +14,7 @@ so every server in a comparison does exactly the same work.
 from __future__ import annotations
 
 import json
+import os
 import random
 import re
 from pathlib import Path
@@ -41,13 +42,16 @@ def requests(seed: int, count: int, pools: dict | None = None) -> list[list[str]
 
 
 def rerank_requests(seed: int, count: int, pools: dict | None = None) -> list[tuple[str, list[str]]]:
-    """`count` rerank requests: a one-line query and 4-16 candidate texts (mostly passages)."""
+    """`count` rerank requests: a one-line query and 4-16 candidate texts (mostly passages), or exactly
+    $BENCH_RERANK_DOCS of them (compare.py --rerank-docs; the environment reaches its workers too)."""
     pools = pools or load()
     rng = random.Random(seed)
+    fixed = int(os.environ.get("BENCH_RERANK_DOCS") or 0)
     out = []
     for _ in range(count):
         query = rng.choice(pools["lines"])
-        docs = [rng.choice(pools["passages"] if rng.random() < 0.7 else pools["lines"]) for _ in range(rng.randint(4, 16))]
+        n = fixed or rng.randint(4, 16)
+        docs = [rng.choice(pools["passages"] if rng.random() < 0.7 else pools["lines"]) for _ in range(n)]
         out.append((query, docs))
     return out
 

@@ -77,7 +77,8 @@ def build_engine(settings: Settings):
         folder = resolve_model_dir(
             settings.model_id, settings.revision, settings.huggingface_hub_cache, settings.hf_token
         )
-        spec = read_spec(folder, settings.pooling, settings.default_prompt_name)
+        spec = read_spec(folder, settings.pooling, settings.default_prompt_name, settings.model_id, settings.model_kind)
+        placement = _family_dtype(spec, placement, settings)
         log.info("Model type: %s (pooling: %s)", spec.kind, spec.pooling)
         if spec.adapters:
             log.info("Task adapter merged at load: %s (of %s)", spec.adapter or "none, the base weights",
@@ -86,13 +87,18 @@ def build_engine(settings: Settings):
         if not tokenizer_file.is_file():
             raise StartupError(f"tokenizer.json not found in {spec.model_dir}: only fast tokenizers are supported")
         log.info("Maximum number of tokens per request: %s", spec.max_input_length or "no limit but --max-batch-tokens")
+        tokenizer_text = tokenizer_json(spec)
+        if spec.appended_token:
+            from .engine.tokenization import appending
+
+            tokenizer_text = appending(tokenizer_text, spec.appended_token)
         model = placement.build(Model, spec, placement)
         log.info("Starting model backend on %s (%s): %s, attention: %s%s", placement.device, placement.name,
                  placement.dtype_name, model.attention, ", torch.compile" if placement.compile else "")
         engine = Engine(
             spec,
             model,
-            tokenizer_json(spec),
+            tokenizer_text,
             EngineConfig(
                 max_concurrent_requests=settings.max_concurrent_requests,
                 max_batch_tokens=settings.max_batch_tokens,
@@ -113,6 +119,21 @@ def build_engine(settings: Settings):
 
 class StartupError(RuntimeError):
     pass
+
+
+def _family_dtype(spec, placement, settings: Settings):
+    """A family whose numbers break in float16 (EmbeddingGemma) refuses it, and runs its own default
+    dtype when --dtype is unset (float32 on every device, as TEI does for Gemma3)."""
+    from .devices import place
+
+    family = spec.family
+    if settings.dtype == "float16" and not family.float16:
+        raise StartupError(f"`{spec.model_type}` models overflow in float16: use --dtype float32 or bfloat16.")
+    if not settings.dtype and family.default_dtype and placement.dtype_name != family.default_dtype:
+        log.info("`%s` models run in %s unless --dtype says otherwise", spec.model_type, family.default_dtype)
+        placement = place(settings.device, family.default_dtype, compile=settings.torch_compile)
+        placement.activate()
+    return placement
 
 
 def run(settings: Settings) -> int:

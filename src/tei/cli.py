@@ -70,6 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add("--served-model-name", help="Model name reported by /info and the OpenAI route")
     p.add("--pooling", choices=["cls", "mean", "splade", "last-token", "last_token"],
           help="Override the sentence-transformers pooling (splade: *ForMaskedLM models, /embed_sparse)")
+    p.add("--model-kind", choices=["auto", "embedding", "reranker"], default="auto",
+          help="How to serve a causal LM checkpoint: auto (default) serves Qwen3-Reranker-style checkpoints as "
+          "rerankers when the model id or folder name contains `reranker` or sentence-transformers declares a "
+          "LogitScore cross-encoder, else as an embedding model")
     p.add("--max-concurrent-requests", type=int, default=512,
           help="Maximum number of concurrent items; more gets 429")
     p.add("--max-batch-tokens", type=int, default=16384, help="Token budget of one forward pass")
@@ -123,6 +127,7 @@ def parse_settings(argv: list[str] | None = None) -> Settings:
         dtype=args.dtype,
         served_model_name=args.served_model_name,
         pooling=args.pooling,
+        model_kind=args.model_kind,
         max_concurrent_requests=args.max_concurrent_requests,
         max_batch_tokens=args.max_batch_tokens,
         max_batch_requests=args.max_batch_requests,

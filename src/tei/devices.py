@@ -369,6 +369,33 @@ def _register_npu_name() -> None:
         torch.utils.rename_privateuse1_backend("npu")
 
 
+def available_memory(device: torch.device) -> int | None:
+    """Bytes free for a model's weights: MemAvailable (capped by a cgroup limit) on CPU, free memory on
+    a GPU or NPU; None where it cannot be told."""
+    try:
+        if device.type == "cuda":
+            return torch.cuda.mem_get_info(device)[0]
+        if device.type == "npu":
+            return torch.npu.mem_get_info(device)[0]  # type: ignore[attr-defined]
+        if device.type != "cpu":
+            return None
+        with open("/proc/meminfo") as f:
+            info = {line.split(":")[0]: int(line.split()[1]) * 1024 for line in f}
+        free = info.get("MemAvailable")
+        for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+            try:
+                limit = open(path).read().strip()
+                used_path = path.replace("memory.max", "memory.current").replace("limit_in_bytes", "usage_in_bytes")
+                if limit.isdigit() and int(limit) < (1 << 60):
+                    free = min(free, int(limit) - int(open(used_path).read().strip())) if free else None
+                break
+            except OSError:
+                continue
+        return free
+    except Exception:  # memory probes vary by platform: an unknown answer must not stop start-up
+        return None
+
+
 # ---- dtype ----------------------------------------------------------------------------------------
 
 

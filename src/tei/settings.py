@@ -17,6 +17,7 @@ class Settings:
     dtype: str | None = None
     served_model_name: str | None = None
     pooling: str | None = None
+    model_kind: str = "auto"  # auto | embedding | reranker: how a causal LM checkpoint is served
     max_concurrent_requests: int = 512
     max_batch_tokens: int = 16384
     max_batch_requests: int | None = None

@@ -15,7 +15,7 @@ from ..models.spec import ModelSpec
 from .batcher import EMBED, EMBED_ALL, PREDICT, Batcher, Job
 from . import scores
 from .errors import BackendError, BatchTooLarge, EmptyInput, Overloaded, ValidationError, WrongModelType
-from .tokenization import Encoded, Input, TokenizeOptions, TokenizerPool
+from .tokenization import Encoded, Input, PairTemplate, TokenizeOptions, TokenizerPool
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +66,8 @@ class Engine:
             log.warning("Capping max_input_length at max_batch_tokens=%d", config.max_batch_tokens)
             self.max_input_length = config.max_batch_tokens
         self.default_prompt = self._resolve_default_prompt()
+        # LLM rerankers read each pair through their family's template; a server prompt is its instruction.
+        self.template = PairTemplate(**spec.prompt_template) if spec.prompt_template else None
         self.tokenizers = TokenizerPool(tokenizer_json, config.tokenization_workers, self.max_input_length)
         self.batcher = Batcher(model, config.max_batch_tokens, config.max_batch_requests, metrics.BatchObserver())
         metrics.configure(self.max_input_length, self.batcher)
@@ -274,7 +276,8 @@ class Engine:
         """Single texts or (first, second) pairs → scores [n, num_labels] in label order."""
         self._require("classifier", "reranker", message="Model is not a classifier model")
         self._check_batch(len(inputs))
-        opts = TokenizeOptions(self._truncate(truncate), truncation_direction, self.default_prompt)
+        opts = self._pair_options(truncate, truncation_direction, None) or TokenizeOptions(
+            self._truncate(truncate), truncation_direction, self.default_prompt)
         result = await self._run(PREDICT, inputs, opts)
         result.values = self._checked(scores.activate(result.values, raw_scores))
         return result
@@ -293,6 +296,7 @@ class Engine:
         truncate: bool | None = None,
         truncation_direction: str = "right",
         raw_scores: bool = False,
+        instruction: str | None = None,
     ) -> Result:
         """Relevance of each text to the query → scores [n] in the order of `texts`.
 
@@ -302,8 +306,10 @@ class Engine:
             raise EmptyInput("`texts` cannot be empty")
         if len(texts) > self.rerank_limit:
             raise BatchTooLarge(len(texts), self.rerank_limit)
+        if instruction is not None and self.template is None:
+            raise ValidationError("`instruction` is only used by LLM rerankers (Qwen3-Reranker); this model takes none")
         if self.spec.kind == "reranker":
-            opts = TokenizeOptions(
+            opts = self._pair_options(truncate, truncation_direction, instruction) or TokenizeOptions(
                 self._truncate(truncate), truncation_direction, self.default_prompt, pair_strategy="only_second"
             )
             result = await self._run(PREDICT, [(query, t) for t in texts], opts)
@@ -318,6 +324,12 @@ class Engine:
             result.values = vectors[1:] @ vectors[0]
             return result
         raise WrongModelType("model is not a re-ranker model")
+
+    def _pair_options(self, truncate, direction: str, instruction: str | None) -> TokenizeOptions | None:
+        if self.template is None:
+            return None
+        return TokenizeOptions(self._truncate(truncate), direction, template=self.template,
+                               instruction=instruction or self.default_prompt)
 
     @staticmethod
     def _checked(values: np.ndarray) -> np.ndarray:

@@ -33,12 +33,52 @@ class Encoded:
 
 
 @dataclasses.dataclass(frozen=True)
+class PairTemplate:
+    """A family's prompt around each (query, document) pair, for rerankers that read one rendered text
+    (Qwen3-Reranker: models/families/decoder.PROMPT_TEMPLATE). It is tokenized without the tokenizer's
+    special tokens (the template writes its own), in three parts: `prefix` and `suffix` are never cut;
+    `middle` (with {instruction}, {query} and {document}, the document last) is cut to fit, the
+    document first, as the official code cuts it (it truncates the middle's tokens from the end)."""
+
+    prefix: str
+    middle: str
+    suffix: str
+    instruction: str  # the default instruction
+
+    def encode(self, tok: Tokenizer, fixed: tuple[list[int], list[int]], query: str, document: str,
+               instruction: str | None, limit: int, truncate: bool, direction: str) -> list[int]:
+        head = self.middle.format(instruction=instruction or self.instruction, query=query, document="")
+        enc = tok.encode(head + document, add_special_tokens=False)
+        middle = enc.ids
+        budget = limit - len(fixed[0]) - len(fixed[1])
+        if len(middle) > budget:
+            if not truncate:
+                total = len(middle) + len(fixed[0]) + len(fixed[1])
+                raise ValidationError(f"`inputs` must have less than {limit} tokens. Given: {total}")
+            # The first token holding a document character (its space may start inside the head).
+            doc_start = next((i for i, (_, end) in enumerate(enc.offsets) if end > len(head)), len(middle))
+            if direction == "left" and doc_start <= budget:
+                middle = middle[:doc_start] + middle[len(middle) - (budget - doc_start):]
+            else:
+                middle = middle[:max(budget, 0)]
+        return fixed[0] + middle + fixed[1]
+
+    def fixed(self, tok: Tokenizer) -> tuple[list[int], list[int]]:
+        """The prefix's and the suffix's tokens: the same for every pair of a request."""
+        return (tok.encode(self.prefix, add_special_tokens=False).ids,
+                tok.encode(self.suffix, add_special_tokens=False).ids)
+
+
+@dataclasses.dataclass(frozen=True)
 class TokenizeOptions:
     truncate: bool
     direction: str = "right"  # "right" | "left"
     prompt: str | None = None
     # For pairs: "only_second" cuts the document, never the query (falls back when the query alone is too long).
     pair_strategy: str = "longest_first"
+    # Rerankers that read pairs through a prompt template; `instruction` fills its {instruction}.
+    template: PairTemplate | None = None
+    instruction: str | None = None
 
 
 class TokenizerPool:
@@ -78,6 +118,8 @@ class TokenizerPool:
     def encode(self, inputs: Sequence[Input], opts: TokenizeOptions) -> list[Encoded]:
         """Runs on a worker thread. Raises EngineError subclasses for bad input."""
         tok = self._tokenizer()
+        if opts.template is not None:
+            return self._encode_template(tok, inputs, opts)
         texts: list = []
         chars: list[int] = []
         for item in inputs:
@@ -110,6 +152,32 @@ class TokenizerPool:
             if len(ids) == 0:
                 raise EmptyInput("`inputs` cannot be empty")
             out.append(Encoded(ids, np.asarray(enc.type_ids, dtype=np.int32), n))
+        return out
+
+    def _encode_template(self, tok: Tokenizer, inputs: Sequence[Input], opts: TokenizeOptions) -> list[Encoded]:
+        tok.no_truncation()
+        fixed = opts.template.fixed(tok)
+        out = []
+        for item in inputs:
+            if not isinstance(item, tuple):
+                raise ValidationError("this reranker scores (query, document) pairs: send pairs, not single texts")
+            query, document = item
+            if not query and not document:
+                raise EmptyInput("`inputs` cannot be empty")
+            n = len(query) + len(document)
+            if n > self.max_chars:
+                if not opts.truncate:
+                    raise self._too_many_chars(n)
+                document = _keep(document, max(0, self.max_chars - len(query)), opts.direction)
+            try:
+                ids = opts.template.encode(tok, fixed, query, document, opts.instruction, self.max_input_length,
+                                           opts.truncate, opts.direction)
+            except ValidationError:
+                raise
+            except Exception as exc:  # tokenizers raises plain Exceptions
+                raise _encode_error(exc, [item]) from None
+            arr = np.asarray(ids, dtype=np.int32)
+            out.append(Encoded(arr, np.zeros_like(arr), n))
         return out
 
     @staticmethod
@@ -209,6 +277,20 @@ class TokenizerPool:
             if any(i < 0 or i >= vocab for i in ids):
                 raise ValidationError(f"token ids must be in [0, {vocab})")
         return tok.decode_batch([list(ids) for ids in batches], skip_special_tokens=skip_special_tokens)
+
+
+def appending(tokenizer_json: str, token: str) -> str:
+    """The tokenizer with a post-processor that ends every text (and each text of a pair) with `token`;
+    unchanged when its vocabulary lacks the token."""
+    from tokenizers import processors
+
+    tok = Tokenizer.from_str(tokenizer_json)
+    token_id = tok.token_to_id(token)
+    if token_id is None:
+        return tokenizer_json
+    tok.post_processor = processors.TemplateProcessing(
+        single=f"$A:0 {token}:0", pair=f"$A:0 {token}:0 $B:1 {token}:1", special_tokens=[(token, token_id)])
+    return tok.to_str()
 
 
 def _keep(text: str, n: int, direction: str) -> str:

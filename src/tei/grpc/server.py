@@ -308,6 +308,7 @@ class TeiServicer(
             truncate=req.truncate,
             truncation_direction=_direction(req.truncation_direction),
             raw_scores=req.raw_scores,
+            instruction=req.instruction if req.HasField("instruction") else None,
         )
         ranks = self._ranks(result.values, texts, req.return_text)
         return pb.RerankResponse(ranks=ranks, metadata=_metadata(result.usage, start)), result.usage

@@ -191,20 +191,22 @@ class PredictResponse(_message.Message):
     def __init__(self, predictions: _Optional[_Iterable[_Union[Prediction, _Mapping]]] = ..., metadata: _Optional[_Union[Metadata, _Mapping]] = ...) -> None: ...
 
 class RerankRequest(_message.Message):
-    __slots__ = ("query", "texts", "truncate", "raw_scores", "return_text", "truncation_direction")
+    __slots__ = ("query", "texts", "truncate", "raw_scores", "return_text", "truncation_direction", "instruction")
     QUERY_FIELD_NUMBER: _ClassVar[int]
     TEXTS_FIELD_NUMBER: _ClassVar[int]
     TRUNCATE_FIELD_NUMBER: _ClassVar[int]
     RAW_SCORES_FIELD_NUMBER: _ClassVar[int]
     RETURN_TEXT_FIELD_NUMBER: _ClassVar[int]
     TRUNCATION_DIRECTION_FIELD_NUMBER: _ClassVar[int]
+    INSTRUCTION_FIELD_NUMBER: _ClassVar[int]
     query: str
     texts: _containers.RepeatedScalarFieldContainer[str]
     truncate: bool
     raw_scores: bool
     return_text: bool
     truncation_direction: TruncationDirection
-    def __init__(self, query: _Optional[str] = ..., texts: _Optional[_Iterable[str]] = ..., truncate: bool = ..., raw_scores: bool = ..., return_text: bool = ..., truncation_direction: _Optional[_Union[TruncationDirection, str]] = ...) -> None: ...
+    instruction: str
+    def __init__(self, query: _Optional[str] = ..., texts: _Optional[_Iterable[str]] = ..., truncate: bool = ..., raw_scores: bool = ..., return_text: bool = ..., truncation_direction: _Optional[_Union[TruncationDirection, str]] = ..., instruction: _Optional[str] = ...) -> None: ...
 
 class RerankStreamRequest(_message.Message):
     __slots__ = ("query", "text", "truncate", "raw_scores", "return_text", "truncation_direction")

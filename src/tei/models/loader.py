@@ -16,7 +16,7 @@ from .batch import PackedBatch
 from .layers import Linear, use_int8, use_onednn
 from .pooling import pool
 from .spec import SPLADE_ACTIVATIONS, DenseSpec, ModelSpec
-from .weights import Weights, load_state_dict
+from .weights import Weights, check_fits, load_state_dict
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,7 @@ class Model:
         family = spec.family.load()
         self.spec = spec
         self.placement = placement
+        check_fits(spec.model_dir, placement)
         weights = Weights(load_state_dict(spec.model_dir), family.PREFIXES, placement.dtype, placement.device)
         cfg = spec.config
         if hasattr(family, "adapt"):  # checkpoint tensors the family rewrites first (LoRA merged at load)
@@ -55,7 +56,14 @@ class Model:
         self.hidden_size = self.encoder.hidden_size
         # An encoder without attention (static embeddings) needs no kernel; SDPA's plan costs nothing.
         self.attention = choose(placement.attention, self.encoder.needs) if self.encoder.attention else "sdpa"
-        self.head = family.classifier(weights, cfg).to(placement.head_dtype) if spec.kind != "embedding" else None
+        if spec.yes_no is not None:  # float32 whatever the dtype: two rows, one dot product per sequence
+            self.head = family.yes_no_head(weights, cfg, spec.yes_no)
+        elif spec.kind != "embedding":
+            if not hasattr(family, "classifier"):
+                raise ValueError(f"`{spec.model_type}` classifiers and rerankers are not supported (embedding models are)")
+            self.head = family.classifier(weights, cfg).to(placement.head_dtype)
+        else:
+            self.head = None
         self.mlm = family.mlm_head(weights, cfg).to(placement.head_dtype) if spec.pooling == "splade" else None
         weights.ignore(*family.IGNORED)
         weights.check_all_used(spec.family.name)

@@ -79,6 +79,9 @@ class Family:
     position_offset: Callable[[dict], int] = _no_offset
     # Pooling of an embedding folder that has no sentence-transformers pooling config (None: refuse).
     default_pooling: str | None = None
+    # The dtype when --dtype is unset, where the device default (float16 on GPUs) is wrong for the family.
+    default_dtype: str | None = None
+    float16: bool = True  # False: --dtype float16 is refused at start-up
 
     def load(self) -> ModuleType:
         return importlib.import_module(f"tei.models.families.{self.module}")
@@ -99,6 +102,9 @@ FAMILIES: list[Family] = [
     Family("mpnet", "mpnet", ("mpnet",), position_offset=_mpnet_offset),
     # Mean by default: in local layers CLS only sees its window (why ModernBERT's classifiers offer mean).
     Family("modernbert", "modernbert", ("modernbert",), default_pooling="mean"),
+    Family("decoder", "decoder", ("qwen2", "qwen3", "mistral", "llama", "llama_bidirec"), default_pooling="last_token"),
+    # EmbeddingGemma overflows in float16 (its model card): float32 unless bfloat16 is asked for.
+    Family("gemma3", "gemma3", ("gemma3_text",), default_pooling="mean", default_dtype="float32", float16=False),
 ]
 
 

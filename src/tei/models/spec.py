@@ -64,6 +64,12 @@ class ModelSpec:
     @property
     def model_dir(self) -> Path:
         return self.folder / self.module
+    # LLM rerankers scored by two tokens (Qwen3-Reranker): the (yes, no) token ids
+    yes_no: tuple[int, int] | None = None
+    # Rerankers whose pairs are rendered through a prompt (engine/tokenization.PairTemplate's fields)
+    prompt_template: dict[str, str] | None = None
+    # A token the tokenizer must append to every text, where the repo's tokenizer.json does not (gte-Qwen2)
+    appended_token: str | None = None
 
     @property
     def num_labels(self) -> int:
@@ -218,7 +224,42 @@ def tokenizer_json(spec: ModelSpec) -> str:
     return json.dumps(tok)
 
 
-def read_spec(folder: Path, pooling_override: str | None = None, default_prompt_name: str | None = None) -> ModelSpec:
+MODEL_KINDS = ("auto", "embedding", "reranker")
+
+
+def _logit_score_ids(folder: Path) -> tuple[int, int] | None | bool:
+    """sentence-transformers 6 packages a causal-LM cross-encoder as a `LogitScore` module: its
+    (true, false) token ids, or True when it names none; None without such a module."""
+    modules = _read_json(folder / "modules.json")
+    for module in modules if isinstance(modules, list) else ():
+        if module.get("type", "").endswith("LogitScore"):
+            cfg = _read_json(folder / module.get("path", "") / "config.json") or {}
+            if cfg.get("true_token_id") is not None and cfg.get("false_token_id") is not None:
+                return int(cfg["true_token_id"]), int(cfg["false_token_id"])
+            return True
+    return None
+
+
+def _yes_no_ids(folder: Path, tokens: tuple[str, str]) -> tuple[int, int]:
+    from tokenizers import Tokenizer
+
+    path = folder / "tokenizer.json"
+    if not path.is_file():
+        raise ModelSpecError(f"tokenizer.json not found in {folder}: only fast tokenizers are supported")
+    tok = Tokenizer.from_file(str(path))
+    ids = tuple(tok.token_to_id(t) for t in tokens)
+    if None in ids:
+        missing = [t for t, i in zip(tokens, ids) if i is None]
+        raise ModelSpecError(f"The tokenizer has no single token for {missing}: this LLM reranker cannot be scored.")
+    return ids  # type: ignore[return-value]
+
+
+def _named_reranker(model_id: str | None, folder: Path) -> bool:
+    return any("reranker" in name.lower() for name in (model_id or "", folder.name))
+
+
+def read_spec(folder: Path, pooling_override: str | None = None, default_prompt_name: str | None = None,
+              model_id: str | None = None, model_kind: str = "auto") -> ModelSpec:
     config = _read_json(folder / "config.json")
     if config is None:
         if static_module(folder) is None:
@@ -243,15 +284,42 @@ def read_spec(folder: Path, pooling_override: str | None = None, default_prompt_
                 log.warning("`--pooling` is ignored for classification models")
             break
 
+    model_kind = (model_kind or "auto").lower()
+    if model_kind not in MODEL_KINDS:
+        raise ModelSpecError(f"Unknown --model-kind `{model_kind}`: use {', '.join(MODEL_KINDS)}.")
+    module = family.load()
+    yes_no = None
+    logit_score = _logit_score_ids(folder)
+    causal_lm = any(a.endswith("ForCausalLM") for a in architectures)
+    if kind == "embedding" and causal_lm and (
+        model_kind == "reranker" or (model_kind == "auto" and (logit_score or _named_reranker(model_id, folder)))
+    ):
+        if not hasattr(module, "yes_no_head") or model_type not in getattr(module, "RERANKER_TYPES", ()):
+            raise ModelSpecError(
+                f"`{model_type}` causal LMs cannot be served as rerankers: the yes/no prompt and scoring are "
+                "verified for Qwen3-Reranker (qwen3) only; use --model-kind embedding to embed with it."
+            )
+        kind = "reranker"
+        yes_no = logit_score if isinstance(logit_score, tuple) else _yes_no_ids(folder, module.YES_NO_TOKENS)
+        if pooling_override:
+            log.warning("`--pooling` is ignored for rerankers")
+    elif model_kind != "auto" and (kind == "embedding") != (model_kind == "embedding"):
+        raise ModelSpecError(f"--model-kind {model_kind} does not fit this checkpoint (architectures: "
+                             f"{', '.join(architectures) or 'none'}): it is a{'n embedding' if kind == 'embedding' else ' ' + kind} model.")
+
     id2label = None
     pooling = None
     splade_activation = None
-    if kind == "classifier":
+    if yes_no is not None:
+        id2label = {"0": "LABEL_0"}
+    elif kind == "classifier":
         raw = config.get("id2label")
         if not raw or not config.get("label2id"):
             raise ModelSpecError("config.json of a classification model must have `id2label` and `label2id`.")
         id2label = {str(k): str(v) for k, v in raw.items()}
         kind = "reranker" if len(id2label) == 1 else "classifier"
+        if model_kind == "reranker" and kind != "reranker":
+            raise ModelSpecError(f"--model-kind reranker does not fit this checkpoint: it has {len(id2label)} labels.")
     else:
         splade_activation = _splade_from_st(folder)
         pooling = pooling_override or ("splade" if splade_activation else _pooling_from_st(folder))
@@ -297,4 +365,7 @@ def read_spec(folder: Path, pooling_override: str | None = None, default_prompt_
         splade_activation=splade_activation or "relu",
         adapters=adapters,
         adapter=default_prompt_name if default_prompt_name in adapters else None,
+        yes_no=yes_no,
+        prompt_template=module.prompt_template(config) if kind == "reranker" and hasattr(module, "prompt_template") else None,
+        appended_token=module.appended_token(config) if hasattr(module, "appended_token") else None,
     )

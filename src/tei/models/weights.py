@@ -36,6 +36,49 @@ def load_state_dict(folder: Path) -> dict[str, torch.Tensor]:
     raise FileNotFoundError(f"No model.safetensors, sharded safetensors or pytorch_model.bin in {folder}")
 
 
+_SAFETENSORS_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
+
+
+def checkpoint_bytes(folder: Path, dtype: torch.dtype) -> int | None:
+    """Bytes the weights take once converted to `dtype`, from the safetensors headers alone (floating
+    tensors converted, others as stored); None without safetensors files."""
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        return None
+    itemsize = torch.empty(0, dtype=dtype).element_size()
+    total = 0
+    for path in files:
+        with open(path, "rb") as f:
+            header = json.loads(f.read(int.from_bytes(f.read(8), "little")))
+        for name, info in header.items():
+            if name == "__metadata__":
+                continue
+            numel = 1
+            for d in info["shape"]:
+                numel *= d
+            stored = info["dtype"]
+            total += numel * (itemsize if stored in ("F64", "F32", "F16", "BF16") else _SAFETENSORS_BYTES.get(stored, 4))
+    return total
+
+
+def check_fits(folder: Path, placement) -> None:
+    """Refuse at start-up, with the size it needs, a model whose weights cannot fit the device's free
+    memory, instead of being killed for memory halfway through loading."""
+    from ..devices import available_memory
+
+    needed = checkpoint_bytes(folder, placement.dtype)
+    free = available_memory(placement.device)
+    if needed is not None and free is not None and needed > free:
+        raise WeightsError(
+            f"The model needs {_size(needed)} for its weights in {placement.dtype_name} and {placement.device} "
+            f"has {_size(free)} available: use a machine with more memory, or --dtype bfloat16/float16 to halve it."
+        )
+
+
+def _size(n: int) -> str:
+    return f"{n / (1 << 30):.1f} GiB" if n >= 1 << 28 else f"{n / (1 << 20):.0f} MiB"
+
+
 class Weights:
     """Name lookup over a checkpoint that tolerates the prefixes and legacy names found in the wild.
 

@@ -31,6 +31,7 @@ async def rerank(req: RerankRequest, request: Request):
         truncate=req.truncate,
         truncation_direction=req.truncation_direction.lower(),
         raw_scores=req.raw_scores,
+        instruction=req.instruction,
     )
     values = result.values
     order = scores.ranking(values, req.top_n)

@@ -36,6 +36,7 @@ class RerankRequest(Body):
     truncate: Optional[bool] = None
     truncation_direction: Direction = "right"
     raw_scores: bool = False
+    instruction: Optional[str] = None  # LLM rerankers (Qwen3-Reranker): the task, in place of the default
 
     _texts: List[str] = PrivateAttr(default_factory=list)
 

@@ -2,7 +2,7 @@
 positions, token embeddings and self-attention over the packed layout."""
 from .alibi import SymmetricAlibi, alibi_slopes
 from .attention import SelfAttention
-from .blocks import Encoder, PostNormLayer, PreNormLayer
+from .blocks import Encoder, PostNormLayer, PreNormLayer, SandwichLayer
 from .embeddings import TokenEmbeddings
 from .linear import ACTIVATIONS, Linear, check_activation, concatenated, linear, use_int8, use_onednn
 from .mlp import MLP, GatedMLP
@@ -11,7 +11,7 @@ from .relative_bias import RelativePositionBias
 from .rotary import Rotary, apply_rotary, rope_parameters
 
 __all__ = [
-    "ACTIVATIONS", "AcrossHeads", "Encoder", "GatedMLP", "PostNormLayer", "PreNormLayer", "LayerNorm", "Linear", "MLP", "RMSNorm", "RelativePositionBias", "Rotary",
+    "ACTIVATIONS", "AcrossHeads", "Encoder", "GatedMLP", "PostNormLayer", "PreNormLayer", "SandwichLayer", "LayerNorm", "Linear", "MLP", "RMSNorm", "RelativePositionBias", "Rotary",
     "SelfAttention", "SymmetricAlibi", "TokenEmbeddings", "alibi_slopes", "apply_rotary", "check_activation",
     "concatenated", "layer_norm", "linear", "rope_parameters", "use_int8", "use_onednn",
 ]

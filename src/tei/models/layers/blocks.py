@@ -37,6 +37,21 @@ class PreNormLayer(nn.Module):
         return self.mlp(self.mlp_norm(x), residual=x)
 
 
+class SandwichLayer(nn.Module):
+    """Gemma's block, four norms: x = x + post_attn(attn(pre_attn(x))); x = x + post_mlp(mlp(pre_mlp(x))).
+    The residual cannot ride in the output projections: a norm sits between them and the add."""
+
+    def __init__(self, attn_norm: nn.Module, attn: nn.Module, post_attn_norm: nn.Module,
+                 mlp_norm: nn.Module, mlp: nn.Module, post_mlp_norm: nn.Module):
+        super().__init__()
+        self.attn_norm, self.attn, self.post_attn_norm = attn_norm, attn, post_attn_norm
+        self.mlp_norm, self.mlp, self.post_mlp_norm = mlp_norm, mlp, post_mlp_norm
+
+    def forward(self, x: torch.Tensor, plan: AttentionPlan) -> torch.Tensor:
+        x = x + self.post_attn_norm(self.attn(self.attn_norm(x), plan))
+        return x + self.post_mlp_norm(self.mlp(self.mlp_norm(x)))
+
+
 def merge_needs(needs: list[AttentionNeeds]) -> AttentionNeeds:
     """What a kernel must support to run every layer."""
     first = needs[0]

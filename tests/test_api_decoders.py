@@ -1,0 +1,121 @@
+"""Decoder models through a real server: a Qwen3-Reranker (both rerank dialects, /v1 and /v2 paths,
+`instruction`, raw scores, gRPC) and an EmbeddingGemma-shaped embedder (prompts, OpenAI route,
+dimensions, /embed_all, /tokenize)."""
+from __future__ import annotations
+
+import httpx
+import numpy as np
+import pytest
+from engine_util import cosine
+from server_process import ServerProcess, free_port
+from texts import TEXTS
+from tiny_decoders import (
+    RERANK_DOCS, RERANK_QUERY, build_decoder_embedding, build_qwen3_reranker, reference_embeddings, reference_rerank,
+)
+
+TOL = 1e-4
+TASK = "Given a question, find the passage that answers it"
+
+
+@pytest.fixture(scope="module")
+def qwen_reranker(models_dir):
+    return build_qwen3_reranker(models_dir / "api-Qwen3-Reranker", seed=9)
+
+
+@pytest.fixture(scope="module")
+def rerank_server(qwen_reranker):
+    grpc_port = free_port()
+    with ServerProcess("--model-id", str(qwen_reranker), "--dtype", "float32", "--grpc-port", str(grpc_port),
+                       startup_timeout=600) as server:
+        server.grpc_port = grpc_port
+        yield server
+
+
+def _sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-np.asarray(x, dtype=np.float64)))
+
+
+def test_rerank_dialects(rerank_server, qwen_reranker):
+    limit = httpx.get(rerank_server.url + "/info").json()["max_input_length"]
+    ref = np.asarray(reference_rerank(qwen_reranker, RERANK_QUERY, RERANK_DOCS, max_length=limit))
+    ref_task = np.asarray(reference_rerank(qwen_reranker, RERANK_QUERY, RERANK_DOCS, instruction=TASK, max_length=limit))
+
+    tei = httpx.post(rerank_server.url + "/rerank", json={"query": RERANK_QUERY, "texts": RERANK_DOCS}).json()
+    scores = np.array([r["score"] for r in sorted(tei, key=lambda r: r["index"])])
+    assert np.abs(scores - _sigmoid(ref)).max() <= TOL
+    assert [r["index"] for r in tei] == list(np.argsort(-ref, kind="stable"))
+
+    for path in ("/v1/rerank", "/v2/rerank"):
+        body = {"query": RERANK_QUERY, "documents": RERANK_DOCS, "instruction": TASK, "top_n": 3, "model": "x"}
+        cohere = httpx.post(rerank_server.url + path, json=body).json()
+        assert len(cohere["results"]) == 3
+        got = {r["index"]: r["relevance_score"] for r in cohere["results"]}
+        for i, score in got.items():
+            assert abs(score - _sigmoid(ref_task[i])) <= TOL
+
+    raw = httpx.post(rerank_server.url + "/rerank",
+                     json={"query": RERANK_QUERY, "texts": RERANK_DOCS, "raw_scores": True}).json()
+    raw_scores = np.array([r["score"] for r in sorted(raw, key=lambda r: r["index"])])
+    assert np.abs(raw_scores - ref).max() <= TOL
+
+
+def test_rerank_bad_input(rerank_server):
+    r = httpx.post(rerank_server.url + "/rerank", json={"query": RERANK_QUERY, "texts": [RERANK_DOCS[-1] * 5],
+                                                       "truncate": False})
+    assert r.status_code == 422 and r.json()["error_type"] == "Validation"  # TEI: over the limit, not cut
+    r = httpx.post(rerank_server.url + "/rerank", json={"query": RERANK_QUERY, "texts": ["a"], "instruction": 3})
+    assert r.status_code == 422
+    r = httpx.post(rerank_server.url + "/embed", json={"inputs": "hello"})
+    assert r.status_code == 424
+
+
+def test_rerank_grpc(rerank_server, qwen_reranker):
+    import grpc
+
+    # The server's own stubs: tei-client's proto (one package name, one descriptor pool) has no `instruction`.
+    from tei.grpc import tei_pb2 as pb
+    from tei.grpc import tei_pb2_grpc
+
+    limit = httpx.get(rerank_server.url + "/info").json()["max_input_length"]
+    ref_task = np.asarray(reference_rerank(qwen_reranker, RERANK_QUERY, RERANK_DOCS, instruction=TASK, max_length=limit))
+    with grpc.insecure_channel(f"127.0.0.1:{rerank_server.grpc_port}") as channel:
+        stub = tei_pb2_grpc.RerankStub(channel)
+        plain = stub.Rerank(pb.RerankRequest(query=RERANK_QUERY, texts=RERANK_DOCS, raw_scores=True), timeout=300)
+        task = stub.Rerank(pb.RerankRequest(query=RERANK_QUERY, texts=RERANK_DOCS, raw_scores=True, instruction=TASK),
+                           timeout=300)
+    ref = np.asarray(reference_rerank(qwen_reranker, RERANK_QUERY, RERANK_DOCS, max_length=limit))
+    assert max(abs(r.score - ref[r.index]) for r in plain.ranks) <= TOL
+    assert max(abs(r.score - ref_task[r.index]) for r in task.ranks) <= TOL
+
+
+# ---- EmbeddingGemma-shaped embedder ---------------------------------------------------------------
+
+PROMPTS = {"query": "task: search result | query: ", "document": "title: none | text: "}
+
+
+@pytest.fixture(scope="module")
+def gemma(models_dir):
+    return build_decoder_embedding(models_dir / "api-gemma3", "gemma3", pooling="mean", dense=True, prompts=PROMPTS,
+                                   seed=13)
+
+
+def test_gemma_through_the_api(gemma):
+    ref_query = reference_embeddings(gemma, TEXTS, prompt_name="query")
+    ref_plain = reference_embeddings(gemma, TEXTS)
+    with ServerProcess("--model-id", str(gemma), startup_timeout=600) as server:
+        info = httpx.get(server.url + "/info").json()
+        assert info["model_dtype"] == "float32"
+        emb = httpx.post(server.url + "/embed", json={"inputs": TEXTS, "prompt_name": "query",
+                                                      "normalize": False}).json()
+        assert cosine(emb, ref_query).min() >= 0.99999
+        openai = httpx.post(server.url + "/v1/embeddings", json={"input": TEXTS, "model": "x"}).json()
+        vectors = [d["embedding"] for d in openai["data"]]
+        assert cosine(vectors, ref_plain).min() >= 0.99999  # no prompt unless a default is set
+        cut = httpx.post(server.url + "/embed", json={"inputs": TEXTS[:2], "dimensions": 8}).json()
+        assert np.asarray(cut).shape == (2, 8)
+        states = httpx.post(server.url + "/embed_all", json={"inputs": "hello world"}).json()
+        tokens = httpx.post(server.url + "/tokenize", json={"inputs": "hello world"}).json()
+        assert len(states[0]) == len(tokens[0])
+    with ServerProcess("--model-id", str(gemma), "--default-prompt-name", "query", startup_timeout=600) as server:
+        openai = httpx.post(server.url + "/v1/embeddings", json={"input": TEXTS, "model": "x"}).json()
+        assert cosine([d["embedding"] for d in openai["data"]], ref_query).min() >= 0.99999
