@@ -15,6 +15,7 @@ from ..models.spec import ModelSpec
 from .batcher import EMBED, EMBED_ALL, PREDICT, Batcher, Job
 from . import scores
 from .errors import BackendError, BatchTooLarge, EmptyInput, Overloaded, ValidationError, WrongModelType
+from .late import LateInteraction
 from .tokenization import Encoded, Input, TokenizeOptions, TokenizerPool
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,7 @@ class EngineConfig:
     tokenization_workers: int = 1
     default_prompt: str | None = None
     default_prompt_name: str | None = None
+    auto_chunk: bool = False  # /embed: window inputs longer than the model instead of truncating them
 
 
 @dataclasses.dataclass
@@ -50,7 +52,7 @@ class Result:
     usage: Usage
 
 
-class Engine:
+class Engine(LateInteraction):
     def __init__(self, spec: ModelSpec, model: Model, tokenizer_json: str, config: EngineConfig):
         self.spec = spec
         self.model = model
@@ -135,8 +137,10 @@ class Engine:
     def _truncate(self, truncate: bool | None) -> bool:
         return self.config.auto_truncate if truncate is None else truncate
 
-    async def _run(self, kind: str, inputs: Sequence[Input], opts: TokenizeOptions) -> Result:
-        """Admit, tokenize, queue, wait: the path every model call takes."""
+    async def _run(self, kind: str, inputs: Sequence[Input], opts: TokenizeOptions, expand=None) -> Result:
+        """Admit, tokenize, queue, wait: the path every model call takes. `expand(encoded)` → (what to
+        run, finish(output) → values) reshapes the work (engine/late.py); usage counts the inputs' tokens."""
+        finish = None
         start = time.perf_counter()
         n = len(inputs)
         metrics.items_received(kind, n)
@@ -146,7 +150,8 @@ class Engine:
         try:
             encoded = await self.tokenizers.encode_async(inputs, opts)
             tokenized = time.perf_counter()
-            job = self._submit(kind, encoded)
+            work, finish = expand(encoded) if expand is not None else (encoded, None)
+            job = self._submit(kind, work)
             await job.future
         finally:
             self._permits += n
@@ -161,7 +166,7 @@ class Engine:
         metrics.items_done(kind, [len(e.ids) for e in encoded], usage)
         if tracing.tracer is not None:
             tracing.record_phases(start, tokenized, usage)
-        return Result(job.output, usage)
+        return Result(job.output if finish is None else finish(job.output), usage)
 
     def _submit(self, kind: str, encoded: list[Encoded]) -> Job:
         loop = asyncio.get_running_loop()
@@ -208,7 +213,10 @@ class Engine:
                 raise ValidationError(
                     f"`dimensions` should be smaller than the maximum embedding dimension ({self.model.output_size})."
                 )
-        result = await self._embed_run(EMBED, inputs, truncate, truncation_direction, prompt_name)
+        if self.config.auto_chunk:
+            result = await self._chunked_embed(inputs, truncation_direction, prompt_name)
+        else:
+            result = await self._embed_run(EMBED, inputs, truncate, truncation_direction, prompt_name)
         vectors = result.values
         if dimensions is not None:
             vectors = np.ascontiguousarray(vectors[:, :dimensions])
@@ -242,7 +250,10 @@ class Engine:
         truncation_direction: str = "right",
         prompt_name: str | None = None,
     ) -> Result:
-        """SPLADE vectors as (vocabulary indices, weights) per input: the non-zero entries, ascending."""
+        """SPLADE vectors as (vocabulary indices, weights) per input: the non-zero entries, ascending.
+        BGE-M3's lexical weights come in the same form."""
+        if self.lexical:
+            return await self._lexical_weights(inputs, truncate, truncation_direction, prompt_name)
         if not self.splade:
             raise WrongModelType("Model is not an embedding model with SPLADE pooling")
         result = await self._embed_run(EMBED, inputs, truncate, truncation_direction, prompt_name)
@@ -295,6 +306,8 @@ class Engine:
             result = await self._run(PREDICT, [(query, t) for t in texts], opts)
             result.values = self._checked(scores.activate(result.values, raw_scores)[:, 0])
             return result
+        if self.maxsim_rerank:
+            return await self._maxsim(query, texts, truncate, truncation_direction)
         if self.spec.kind == "embedding":
             if not query:
                 raise EmptyInput("`query` cannot be empty")

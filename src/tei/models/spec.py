@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from . import late
 from .registry import Family, detect
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,10 @@ class ModelSpec:
     prompts: dict[str, str]
     default_prompt_name: str | None
     splade_activation: str = "relu"  # sentence-transformers' SpladePooling `activation_function`
+    # BGE-M3's `sparse_linear.pt` (lexical weights on /embed_sparse) and the ids it never weighs.
+    sparse_head: Path | None = None
+    sparse_special_ids: tuple[int, ...] = ()
+    multi_vector: late.MultiVectorSpec | None = None  # BGE-M3's or a ColBERT model's per-token head
 
     @property
     def num_labels(self) -> int:
@@ -202,6 +207,14 @@ def read_spec(folder: Path, pooling_override: str | None = None) -> ModelSpec:
             max_input_length = tok_limit
 
     st_cfg = _read_json(folder / "config_sentence_transformers.json") or {}
+    sparse_head = folder / "sparse_linear.pt" if kind == "embedding" and (folder / "sparse_linear.pt").is_file() else None
+    try:
+        multi_vector = late.detect(folder, config) if kind == "embedding" else None
+        sparse_ids = late.sparse_special_ids(folder) if sparse_head else ()
+    except ValueError as exc:
+        raise ModelSpecError(str(exc)) from None
+    if sparse_head is not None and pooling == "splade":
+        raise ModelSpecError("A folder with sparse_linear.pt cannot also use SPLADE pooling")
     return ModelSpec(
         folder=folder,
         config=config,
@@ -216,4 +229,7 @@ def read_spec(folder: Path, pooling_override: str | None = None) -> ModelSpec:
         prompts={str(k): str(v) for k, v in (st_cfg.get("prompts") or {}).items()},
         default_prompt_name=st_cfg.get("default_prompt_name"),
         splade_activation=splade_activation or "relu",
+        sparse_head=sparse_head,
+        sparse_special_ids=sparse_ids,
+        multi_vector=multi_vector,
     )

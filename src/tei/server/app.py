@@ -5,7 +5,7 @@ from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 
 from .. import __version__
-from . import errors, metrics, routes_openai, routes_rerank, routes_tei
+from . import errors, metrics, routes_late, routes_openai, routes_rerank, routes_tei
 from .auth import ApiKeyAuth
 from .limits import PayloadLimit
 from .schemas import EmbedAllRequest, EmbedRequest, read_json, validate
@@ -28,6 +28,7 @@ def create_app(engine, settings) -> FastAPI:
     app.include_router(routes_tei.router)
     app.include_router(routes_openai.router)
     app.include_router(routes_rerank.router)
+    app.include_router(routes_late.router)
     app.include_router(metrics.router)
     install_middleware(app, settings)
 
