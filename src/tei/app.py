@@ -71,13 +71,14 @@ def build_engine(settings: Settings):
     from .models.registry import UnsupportedModel
     from .models.spec import ModelSpecError, read_spec
 
+    _log_accepted_flags(settings)
     try:
-        placement = place(settings.device, settings.dtype, compile=settings.torch_compile)
+        placement = place(_device(settings), settings.dtype, compile=settings.torch_compile)
         placement.activate()
         folder = resolve_model_dir(
             settings.model_id, settings.revision, settings.huggingface_hub_cache, settings.hf_token
         )
-        spec = read_spec(folder, settings.pooling)
+        spec = read_spec(folder, settings.pooling, settings.backend, settings.trust_remote_code)
         log.info("Model type: %s (pooling: %s)", spec.kind, spec.pooling)
         tokenizer_file = folder / "tokenizer.json"
         if not tokenizer_file.is_file():
@@ -99,6 +100,8 @@ def build_engine(settings: Settings):
                 tokenization_workers=settings.tokenization_workers,
                 default_prompt=settings.default_prompt,
                 default_prompt_name=settings.default_prompt_name,
+                auto_chunk=settings.auto_chunk,
+                warmup_tokens=settings.warmup_tokens,
             ),
         )
     except (DeviceError, ModelNotFound, ModelSpecError, UnsupportedModel, FileNotFoundError, KeyError, ValueError) as exc:
@@ -110,6 +113,30 @@ def build_engine(settings: Settings):
 
 class StartupError(RuntimeError):
     pass
+
+
+def _device(settings: Settings) -> str | None:
+    """--device-id N picks the Nth accelerator: cuda:N (npu:N with --device npu); ignored on CPU."""
+    device, index = settings.device, settings.device_id
+    if index is None or (device and ":" in device):
+        return device
+    if device in ("cuda", "npu"):
+        return f"{device}:{index}"
+    if device in (None, "auto"):
+        import torch
+
+        if torch.cuda.is_available():
+            return f"cuda:{index}"
+    log.info("--device-id %d ignored: no accelerator selected", index)
+    return device
+
+
+def _log_accepted_flags(settings: Settings) -> None:
+    if settings.onnx_filename:
+        log.info("--onnx-filename %s ignored: this server runs the PyTorch weights", settings.onnx_filename)
+    if settings.usage_stats:
+        log.info("--usage-stats %s accepted: usage statistics are always off, nothing is ever sent",
+                 settings.usage_stats)
 
 
 def run(settings: Settings) -> int:
@@ -156,6 +183,11 @@ def serve_http(app, engine, settings: Settings) -> None:
                 log.info("Received %s: finishing in-flight requests, then exiting", signal.Signals(sig).name)
             super().handle_exit(sig, frame)
 
+    if settings.root_path:
+        from .server.app import under_root_path
+
+        app = under_root_path(app, settings.root_path)
+        log.info("Serving every route under %s", settings.root_path)
     log.info("Starting HTTP server: %s:%d", settings.hostname, settings.port)
     config = uvicorn.Config(
         app,

@@ -32,6 +32,7 @@ class EngineConfig:
     default_prompt: str | None = None
     default_prompt_name: str | None = None
     auto_chunk: bool = False  # /embed: window inputs longer than the model instead of truncating them
+    warmup_tokens: int | None = None  # --warmup-tokens: the warm-up batch's size (default: a full batch)
 
 
 @dataclasses.dataclass
@@ -93,9 +94,11 @@ class Engine(LateInteraction):
         Devices that compile per shape then run one batch per shape gear; on CPU, oneDNN builds its
         kernels for every gear. All of it on the inference thread (Batcher.call says why)."""
         budget = self.batcher.max_batch_tokens  # the device's own budget where it is below the flag
-        length = min(self.max_input_length, budget)
-        count = max(1, min(budget // length, self.config.max_batch_requests or 1 << 30, 64))
-        gears = self.model.placement.warmup_lengths(budget, length)
+        # --warmup-tokens sizes the first (full) batch only; the shape gears still cover every batch.
+        first = max(1, min(budget, self.config.warmup_tokens)) if self.config.warmup_tokens else budget
+        length = min(self.max_input_length, first)
+        count = max(1, min(first // length, self.config.max_batch_requests or 1 << 30, 64))
+        gears = self.model.placement.warmup_lengths(budget, min(self.max_input_length, budget))
         if gears:
             log.info("Warming up %d shape gears, up to %d tokens", len(gears), sum(gears[-1]))
         for lengths in [[length] * count, *gears]:

@@ -48,8 +48,12 @@ class Model:
         family = spec.family.load()
         self.spec = spec
         self.placement = placement
-        weights = Weights(load_state_dict(spec.folder), family.PREFIXES, placement.dtype, placement.device)
-        cfg = spec.config
+        # A family that loads its checkpoint itself (the transformers fallback) gets the folder instead.
+        own = getattr(family, "OWN_WEIGHTS", False)
+        state = {} if own else load_state_dict(spec.folder)
+        weights = Weights(state, family.PREFIXES, placement.dtype, placement.device)
+        cfg = {**spec.config, "_folder": str(spec.folder), "_trust_remote_code": spec.trust_remote_code} if own \
+            else spec.config
         self.encoder = family.encoder(weights, cfg)
         self.hidden_size = self.encoder.hidden_size
         self.attention = choose(placement.attention, self.encoder.needs)

@@ -59,6 +59,7 @@ class ModelSpec:
     sparse_head: Path | None = None
     sparse_special_ids: tuple[int, ...] = ()
     multi_vector: late.MultiVectorSpec | None = None  # BGE-M3's or a ColBERT model's per-token head
+    trust_remote_code: bool = False  # for the transformers fallback (registry.FALLBACK)
 
     @property
     def num_labels(self) -> int:
@@ -155,12 +156,13 @@ def _st_max_seq_length(folder: Path) -> int | None:
     return None
 
 
-def read_spec(folder: Path, pooling_override: str | None = None) -> ModelSpec:
+def read_spec(folder: Path, pooling_override: str | None = None, backend: str | None = None,
+              trust_remote_code: bool = False) -> ModelSpec:
     config = _read_json(folder / "config.json")
     if config is None:
         raise ModelSpecError(f"{folder} has no config.json")
     model_type = config.get("model_type", "")
-    family = detect(config, folder)
+    family = detect(config, folder, backend, trust_remote_code)
     pooling_override = pooling_override.replace("-", "_") if pooling_override else None
     if pooling_override is not None and pooling_override not in POOLINGS:
         raise ModelSpecError(f"Unknown pooling `{pooling_override}`: use cls, mean, splade or last-token.")
@@ -232,4 +234,5 @@ def read_spec(folder: Path, pooling_override: str | None = None) -> ModelSpec:
         sparse_head=sparse_head,
         sparse_special_ids=sparse_ids,
         multi_vector=multi_vector,
+        trust_remote_code=trust_remote_code,
     )
