@@ -109,6 +109,7 @@ def test_colbert_rerank_by_maxsim_under_root_path(colbert):
     # TASK=sentence-similarity: POST / answers /similarity
     sim = c.post("/tei/", json={"inputs": {"source_sentence": query, "sentences": docs}})
     assert sim.status_code == 200 and len(sim.json()) == len(docs)
+    assert c.get("/tei/info").json()["rerank"]["scoring"] == "maxsim"
     log = colbert.output()
     assert "--onnx-filename model.onnx ignored" in log and "always off" in log
 

@@ -236,12 +236,22 @@ def _special(folder: Path, name: str):
     return None
 
 
+# What transformers' tokenizer classes name these tokens when the files do not (XLM-R's, then BERT's).
+_DEFAULT_SPECIALS = {"cls_token": ("<s>", "[CLS]"), "eos_token": ("</s>",), "pad_token": ("<pad>", "[PAD]"),
+                     "unk_token": ("<unk>", "[UNK]")}
+
+
 def sparse_special_ids(folder: Path) -> tuple[int, ...]:
     """FlagEmbedding drops the weights of the cls, eos, pad and unk tokens the tokenizer names."""
     tok = _tokenizer(folder)
-    ids = {tok.token_to_id(t) for t in (_special(folder, n) for n in ("cls_token", "eos_token", "pad_token", "unk_token"))
-           if t is not None and tok is not None}
-    return tuple(sorted(i for i in ids if i is not None))
+    if tok is None:
+        return ()
+    ids = set()
+    for name, defaults in _DEFAULT_SPECIALS.items():
+        named = _special(folder, name)
+        candidates = (named,) if named is not None else defaults
+        ids.update(i for i in (tok.token_to_id(t) for t in candidates) if i is not None)
+    return tuple(sorted(ids))
 
 
 def detect(folder: Path, config: dict) -> MultiVectorSpec | None:
