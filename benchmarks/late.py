@@ -116,13 +116,18 @@ def colbert(root: Path, layers: int, seconds: float, texts) -> dict:
     with _shaped(hidden_size=768, num_attention_heads=12, intermediate_size=3072, num_hidden_layers=layers,
                  max_position_embeddings=512):
         folder = build_stanford_colbert(root / "colbert", seed=2, dim=128, doc_maxlen=300)
-    engine = _engine(folder)
     st = MultiVectorEncoder(str(folder), device="cpu")
+    return _against(folder, "embed_multi_vector", lambda b: st.encode_document(b, batch_size=32), seconds, texts)
+
+
+def _against(folder, operation: str, reference, seconds: float, texts) -> dict:
+    """Our engine's `operation` on each group of texts, and `reference(texts)`, in texts per second."""
+    engine = _engine(folder)
     try:
-        return {"ours": _rate(lambda b: asyncio.run(engine.embed_multi_vector(b)), texts, seconds),
-                "reference": _rate(lambda b: st.encode_document(b, batch_size=32), texts, seconds)}
+        ours = _rate(lambda b: asyncio.run(getattr(engine, operation)(b)), texts, seconds)
     finally:
         engine.close()
+    return {"ours": ours, "reference": _rate(reference, texts, seconds)}
 
 
 def fallback(root: Path, layers: int, seconds: float, texts) -> dict:
@@ -137,13 +142,8 @@ def fallback(root: Path, layers: int, seconds: float, texts) -> dict:
     finally:
         tiny_fallback.COMMON.clear()
         tiny_fallback.COMMON.update(base)
-    engine = _engine(folder)
     st = SentenceTransformer(str(folder), device="cpu")
-    try:
-        return {"ours": _rate(lambda b: asyncio.run(engine.embed(b)), texts, seconds),
-                "reference": _rate(lambda b: st.encode(b, batch_size=32), texts, seconds)}
-    finally:
-        engine.close()
+    return _against(folder, "embed", lambda b: st.encode(b, batch_size=32), seconds, texts)
 
 
 def main() -> None:

@@ -18,8 +18,13 @@ TEXTS = ["What is Deep Learning?", "Paris is the capital of France.", "the the c
 def m3(tmp_path_factory):
     folder = build_bge_m3(tmp_path_factory.mktemp("m3-api") / "bge-m3", seed=31)
     grpc_port = free_port()
-    server = ServerProcess("--model-id", str(folder), "--grpc-port", str(grpc_port), "--auto-chunk").start()
+    server = ServerProcess("--model-id", str(folder), "--grpc-port", str(grpc_port), "--auto-chunk")
     server.grpc_target = f"127.0.0.1:{grpc_port}"
+    yield from _serving(server)
+
+
+def _serving(server):
+    server.start()
     try:
         with httpx.Client(base_url=server.url, timeout=120) as client:
             server.client = client
@@ -82,13 +87,7 @@ def colbert(tmp_path_factory):
             except httpx.HTTPError:
                 return False
 
-    server = Prefixed(*args, env={"TASK": "sentence-similarity"}).start()
-    try:
-        with httpx.Client(base_url=server.url, timeout=120) as client:
-            server.client = client
-            yield server
-    finally:
-        server.stop()
+    yield from _serving(Prefixed(*args, env={"TASK": "sentence-similarity"}))
 
 
 def test_colbert_rerank_by_maxsim_under_root_path(colbert):

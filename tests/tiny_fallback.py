@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import torch
-from tiny_models import VOCAB, _copy_tokenizer, _randomize
+from tiny_models import VOCAB, _copy_tokenizer, _save
 
 COMMON = dict(vocab_size=VOCAB, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=96,
               max_position_embeddings=128)
@@ -33,12 +33,7 @@ def build_fallback_hf(folder: Path, arch: str, seed: int = 0, num_labels: int | 
         id2label = {i: f"LABEL_{i}" for i in range(num_labels)}
         model = tf.AutoModelForSequenceClassification.from_config(
             fallback_config(arch, num_labels=num_labels, id2label=id2label, label2id={v: k for k, v in id2label.items()}))
-    _randomize(model, seed)
-    model.eval()
-    folder.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(folder, safe_serialization=True)
-    _copy_tokenizer(folder)
-    return folder
+    return _save(model, folder, seed)
 
 
 def build_fallback_embedding(folder: Path, arch: str, seed: int = 0, pooling: str = "mean") -> Path:

@@ -6,8 +6,11 @@ only reshapes what goes in (markers, query expansion, windows) and what comes ou
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
+from .. import metrics
 from ..models import late
 from .batcher import EMBED
 from .errors import EmptyInput, WrongModelType
@@ -39,6 +42,7 @@ class LateInteraction:
 
     # ---- multi-vector ---------------------------------------------------------------------------
 
+    @metrics.metered("inputs")
     async def embed_multi_vector(self, inputs, truncate=None, truncation_direction: str = "right",
                                  prompt_name=None, is_query: bool = False):
         """One [tokens, dim] float32 array per input (queries marked and expanded as the model defines)."""
@@ -92,6 +96,7 @@ class LateInteraction:
 
     # ---- --auto-chunk ---------------------------------------------------------------------------
 
+    @functools.cached_property
     def _special_layout(self) -> tuple[int, int]:
         """How many special tokens the tokenizer puts before and after a text ([CLS] … [SEP]: 1, 1)."""
         tok = self.tokenizers.main
@@ -107,7 +112,7 @@ class LateInteraction:
         limit = self.max_input_length
         if len(e.ids) <= limit:
             return [e]
-        before, after = self._special_layout()
+        before, after = self._special_layout
         body = slice(before, len(e.ids) - after)
         ids, type_ids = e.ids[body], e.type_ids[body]
         width = limit - before - after

@@ -2,21 +2,15 @@
 models). Not a TEI route: TEI has no multi-vector output (TEI #141)."""
 from __future__ import annotations
 
-from typing import Optional
-
 from fastapi import APIRouter, Request
 
 from .responses import with_usage
-from .schemas import Body, Direction, Inputs, items
+from .schemas import EmbedAllRequest, items
 
 router = APIRouter()
 
 
-class EmbedMultiVectorRequest(Body):
-    inputs: Inputs
-    truncate: Optional[bool] = None
-    truncation_direction: Direction = "right"
-    prompt_name: Optional[str] = None
+class EmbedMultiVectorRequest(EmbedAllRequest):
     # Queries get the model's query marker and expansion tokens; documents its document marker and skiplist.
     is_query: bool = False
 
