@@ -60,16 +60,22 @@ def test_bge_m3_http(m3):
 
 
 def test_bge_m3_grpc(m3):
-    # Our own stubs: tei-client's define the same tei.v1 symbols and cannot share the process's
-    # descriptor pool (tests/test_grpc.py checks that tei-client's stubs still work against us).
-    from tei.grpc import tei_pb2 as pb
-    from tei.grpc import tei_pb2_grpc as pb_grpc
+    # tei-client's stubs (what TEI users have): our tei_pb2 defines the same tei.v1 symbols, so the two
+    # cannot share this process's descriptor pool. EmbedMultiVectorRequest without `is_query` and
+    # EmbedMultiVectorResponse are EmbedAllRequest / EmbedAllResponse on the wire (same field numbers
+    # and types), so the new method is called through a plain channel method with those messages.
+    from tei_client.stubs import tei_pb2 as pb
+    from tei_client.stubs import tei_pb2_grpc as pb_grpc
 
     http = m3.client.post("/embed_multi_vector", json={"inputs": TEXTS[0]}).json()[0]
     sparse_http = m3.client.post("/embed_sparse", json={"inputs": TEXTS[0]}).json()[0]
     with grpc.insecure_channel(m3.grpc_target) as channel:
-        reply = pb_grpc.EmbedStub(channel).EmbedMultiVector(pb.EmbedMultiVectorRequest(inputs=TEXTS[0]), timeout=60)
+        multi = channel.unary_unary("/tei.v1.Embed/EmbedMultiVector",
+                                    request_serializer=pb.EmbedAllRequest.SerializeToString,
+                                    response_deserializer=pb.EmbedAllResponse.FromString)
+        reply = multi(pb.EmbedAllRequest(inputs=TEXTS[0]), timeout=60)
         assert np.allclose([list(t.embeddings) for t in reply.token_embeddings], http, atol=1e-6)
+        assert reply.metadata.compute_tokens == len(http) + 1
         sparse = pb_grpc.EmbedStub(channel).EmbedSparse(pb.EmbedSparseRequest(inputs=TEXTS[0]), timeout=60)
         assert [v.index for v in sparse.sparse_embeddings] == [e["index"] for e in sparse_http]
 
