@@ -71,13 +71,16 @@ def build_engine(settings: Settings):
     from .models.registry import UnsupportedModel
     from .models.spec import ModelSpecError, read_spec, tokenizer_json
 
+    _log_accepted_flags(settings)
     try:
-        placement = place(settings.device, settings.dtype, compile=settings.torch_compile)
+        placement = place(_device(settings), settings.dtype, compile=settings.torch_compile)
         placement.activate()
         folder = resolve_model_dir(
             settings.model_id, settings.revision, settings.huggingface_hub_cache, settings.hf_token
         )
-        spec = read_spec(folder, settings.pooling, settings.default_prompt_name, settings.model_id, settings.model_kind)
+        spec = read_spec(folder, settings.pooling, settings.default_prompt_name, model_id=settings.model_id,
+                         model_kind=settings.model_kind, backend=settings.backend,
+                         trust_remote_code=settings.trust_remote_code)
         placement = _family_dtype(spec, placement, settings)
         log.info("Model type: %s (pooling: %s)", spec.kind, spec.pooling)
         if spec.adapters:
@@ -108,6 +111,8 @@ def build_engine(settings: Settings):
                 tokenization_workers=settings.tokenization_workers,
                 default_prompt=settings.default_prompt,
                 default_prompt_name=settings.default_prompt_name,
+                auto_chunk=settings.auto_chunk,
+                warmup_tokens=settings.warmup_tokens,
             ),
         )
     except (DeviceError, ModelNotFound, ModelSpecError, UnsupportedModel, FileNotFoundError, KeyError, ValueError) as exc:
@@ -131,9 +136,33 @@ def _family_dtype(spec, placement, settings: Settings):
         raise StartupError(f"`{spec.model_type}` models overflow in float16: use --dtype float32 or bfloat16.")
     if not settings.dtype and family.default_dtype and placement.dtype_name != family.default_dtype:
         log.info("`%s` models run in %s unless --dtype says otherwise", spec.model_type, family.default_dtype)
-        placement = place(settings.device, family.default_dtype, compile=settings.torch_compile)
+        placement = place(_device(settings), family.default_dtype, compile=settings.torch_compile)
         placement.activate()
     return placement
+
+
+def _device(settings: Settings) -> str | None:
+    """--device-id N picks the Nth accelerator: cuda:N (npu:N with --device npu); ignored on CPU."""
+    device, index = settings.device, settings.device_id
+    if index is None or (device and ":" in device):
+        return device
+    if device in ("cuda", "npu"):
+        return f"{device}:{index}"
+    if device in (None, "auto"):
+        import torch
+
+        if torch.cuda.is_available():
+            return f"cuda:{index}"
+    log.info("--device-id %d ignored: no accelerator selected", index)
+    return device
+
+
+def _log_accepted_flags(settings: Settings) -> None:
+    if settings.onnx_filename:
+        log.info("--onnx-filename %s ignored: this server runs the PyTorch weights", settings.onnx_filename)
+    if settings.usage_stats:
+        log.info("--usage-stats %s accepted: usage statistics are always off, nothing is ever sent",
+                 settings.usage_stats)
 
 
 def run(settings: Settings) -> int:
@@ -180,6 +209,11 @@ def serve_http(app, engine, settings: Settings) -> None:
                 log.info("Received %s: finishing in-flight requests, then exiting", signal.Signals(sig).name)
             super().handle_exit(sig, frame)
 
+    if settings.root_path:
+        from .server.app import under_root_path
+
+        app = under_root_path(app, settings.root_path)
+        log.info("Serving every route under %s", settings.root_path)
     log.info("Starting HTTP server: %s:%d", settings.hostname, settings.port)
     config = uvicorn.Config(
         app,

@@ -107,6 +107,19 @@ def build_parser() -> argparse.ArgumentParser:
           help="Messages of one gRPC stream processed at a time")
     p.add("--torch-compile", action="store_true", env="TEI_TORCH_COMPILE",
           help="torch.compile the encoder layers (experimental; off by default)")
+    p.add("--backend", choices=["auto", "transformers"], default="auto",
+          help="auto: own model code, and the transformers fallback for architectures without it; "
+          "transformers: always the fallback (for comparing)")
+    p.add("--trust-remote-code", action="store_true",
+          help="Let the transformers fallback run a model's own modeling code (config.json auto_map)")
+    p.add("--auto-chunk", action="store_true",
+          help="Embed inputs longer than the model as overlapping windows, pooled back into one vector "
+          "(token-weighted mean), instead of truncating them")
+    p.add("--warmup-tokens", type=int, help="Tokens in the warm-up batch (default: a full batch)")
+    p.add("--root-path", help="Serve every HTTP route under this prefix, e.g. /tei")
+    p.add("--onnx-filename", help="ONNX weights file of TEI's ORT backend (ignored: this server runs PyTorch)")
+    p.add("--usage-stats", help="TEI's usage telemetry setting (accepted; always off: nothing is ever sent)")
+    p.add("--device-id", type=int, help="Index of the accelerator to use (as cuda:N / npu:N)")
     return p
 
 
@@ -155,7 +168,23 @@ def parse_settings(argv: list[str] | None = None) -> Settings:
         grpc=args.grpc,
         grpc_port=args.grpc_port,
         grpc_max_parallel_stream_requests=args.grpc_max_parallel_stream_requests,
+        backend=None if args.backend == "auto" else args.backend,
+        trust_remote_code=args.trust_remote_code,
+        auto_chunk=args.auto_chunk,
+        warmup_tokens=args.warmup_tokens,
+        root_path=_root_path(args.root_path),
+        onnx_filename=args.onnx_filename,
+        usage_stats=args.usage_stats,
+        device_id=args.device_id,
+        task=os.environ.get("TASK") or None,
     )
+
+
+def _root_path(value: str | None) -> str | None:
+    value = (value or "").strip().rstrip("/")
+    if not value:
+        return None
+    return value if value.startswith("/") else "/" + value
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -45,6 +45,17 @@ class Settings:
     grpc: bool = False  # serve gRPC instead of HTTP on `port`
     grpc_port: int | None = None  # serve gRPC on this port as well as HTTP on `port`
     grpc_max_parallel_stream_requests: int = 1024
+    # Model paths beyond TEI's (models/families/transformers.py, engine/late.py)
+    backend: str | None = None  # "transformers" forces the transformers fallback
+    trust_remote_code: bool = False  # TEI's Python backend TRUST_REMOTE_CODE
+    auto_chunk: bool = False
+    # TEI flags accepted for compatibility
+    warmup_tokens: int | None = None
+    root_path: str | None = None
+    onnx_filename: str | None = None
+    usage_stats: str | None = None
+    device_id: int | None = None
+    task: str | None = None  # TASK=sentence-similarity: POST / serves /similarity
 
     @property
     def model_name(self) -> str:

@@ -72,10 +72,10 @@ TRIM_EVERY_S = 2.0
 
 
 class _Item:
-    __slots__ = ("job", "slot", "ids", "type_ids")
+    __slots__ = ("job", "slot", "ids", "type_ids", "attend")
 
-    def __init__(self, job: Job, slot: int, ids: np.ndarray, type_ids: np.ndarray):
-        self.job, self.slot, self.ids, self.type_ids = job, slot, ids, type_ids
+    def __init__(self, job: Job, slot: int, ids: np.ndarray, type_ids: np.ndarray, attend=None):
+        self.job, self.slot, self.ids, self.type_ids, self.attend = job, slot, ids, type_ids, attend
 
 
 class Batcher:
@@ -105,7 +105,7 @@ class Batcher:
         """Called on the event loop thread. `encoded` is a list of tokenization.Encoded."""
         job.remaining = len(encoded)
         job.queued_at = time.perf_counter()
-        items = [_Item(job, i, e.ids, e.type_ids) for i, e in enumerate(encoded)]
+        items = [_Item(job, i, e.ids, e.type_ids, getattr(e, "attend", None)) for i, e in enumerate(encoded)]
         with self._cond:
             self._queue.extend(items)
             self._cond.notify()
@@ -211,9 +211,10 @@ class Batcher:
             np.concatenate([it.ids for it in batch]),
             np.concatenate([it.type_ids for it in batch]),
             lengths,
+            attend=[it.attend for it in batch],
         )
-        want_hidden = any(it.job.kind == EMBED_ALL for it in batch)
-        out = self.model.forward(packed, want_hidden=want_hidden)  # a failure fails this batch (_run)
+        kinds = {it.job.kind for it in batch}
+        out = self.model.forward(packed, want_hidden=EMBED_ALL in kinds, kinds=kinds)  # a failure fails this batch (_run)
         self.healthy = True
         elapsed = time.perf_counter() - start
         offset = 0
@@ -225,6 +226,8 @@ class Batcher:
                     job.output[it.slot] = out.pooled[row]
                 elif job.kind == PREDICT:
                     job.output[it.slot] = out.logits[row]
+                elif job.kind in out.per_seq:  # models/late.py: sparse and multi-vector outputs
+                    job.output[it.slot] = out.per_seq[job.kind][row]
                 else:
                     job.output[it.slot] = out.hidden[offset : offset + n_tokens]
                 job.queue_time += start - job.queued_at

@@ -15,6 +15,7 @@ from ..models.spec import ModelSpec
 from .batcher import EMBED, EMBED_ALL, PREDICT, Batcher, Job
 from . import scores
 from .errors import BackendError, BatchTooLarge, EmptyInput, Overloaded, ValidationError, WrongModelType
+from .late import LateInteraction
 from .tokenization import Encoded, Input, PairTemplate, TokenizeOptions, TokenizerPool
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,8 @@ class EngineConfig:
     tokenization_workers: int = 1
     default_prompt: str | None = None
     default_prompt_name: str | None = None
+    auto_chunk: bool = False  # /embed: window inputs longer than the model instead of truncating them
+    warmup_tokens: int | None = None  # --warmup-tokens: the warm-up batch's size (default: a full batch)
 
 
 @dataclasses.dataclass
@@ -50,7 +53,7 @@ class Result:
     usage: Usage
 
 
-class Engine:
+class Engine(LateInteraction):
     def __init__(self, spec: ModelSpec, model: Model, tokenizer_json: str, config: EngineConfig):
         self.spec = spec
         self.model = model
@@ -96,9 +99,11 @@ class Engine:
         once ready, while idle. All of it on the inference thread (Batcher.call says why)."""
         placement = self.model.placement
         budget = self.batcher.max_batch_tokens  # the device's own budget where it is below the flag
-        length = min(self.max_input_length, budget)
-        count = max(1, min(budget // length, self.config.max_batch_requests or 1 << 30, 64))
-        gears = placement.warmup_lengths(budget, length)
+        # --warmup-tokens sizes the first (full) batch only; the shape gears still cover every batch.
+        first = max(1, min(budget, self.config.warmup_tokens)) if self.config.warmup_tokens else budget
+        length = min(self.max_input_length, first)
+        count = max(1, min(first // length, self.config.max_batch_requests or 1 << 30, 64))
+        gears = placement.warmup_lengths(budget, min(self.max_input_length, budget))
         if gears:
             log.info("Warming up %d shape gears, up to %d tokens", len(gears), sum(gears[-1]))
         for lengths in [placement.warmup_pass(length, count), *gears]:
@@ -145,8 +150,10 @@ class Engine:
     def _truncate(self, truncate: bool | None) -> bool:
         return self.config.auto_truncate if truncate is None else truncate
 
-    async def _run(self, kind: str, inputs: Sequence[Input], opts: TokenizeOptions) -> Result:
-        """Admit, tokenize, queue, wait: the path every model call takes."""
+    async def _run(self, kind: str, inputs: Sequence[Input], opts: TokenizeOptions, expand=None) -> Result:
+        """Admit, tokenize, queue, wait: the path every model call takes. `expand(encoded)` → (what to
+        run, finish(output) → values) reshapes the work (engine/late.py); usage counts the inputs' tokens."""
+        finish = None
         start = time.perf_counter()
         n = len(inputs)
         metrics.items_received(kind, n)
@@ -156,7 +163,8 @@ class Engine:
         try:
             encoded = await self.tokenizers.encode_async(inputs, opts)
             tokenized = time.perf_counter()
-            job = self._submit(kind, encoded)
+            work, finish = expand(encoded) if expand is not None else (encoded, None)
+            job = self._submit(kind, work)
             await job.future
         finally:
             self._permits += n
@@ -171,7 +179,7 @@ class Engine:
         metrics.items_done(kind, [len(e.ids) for e in encoded], usage)
         if tracing.tracer is not None:
             tracing.record_phases(start, tokenized, usage)
-        return Result(job.output, usage)
+        return Result(job.output if finish is None else finish(job.output), usage)
 
     def _submit(self, kind: str, encoded: list[Encoded]) -> Job:
         loop = asyncio.get_running_loop()
@@ -224,7 +232,10 @@ class Engine:
                 raise ValidationError(
                     f"`dimensions` should be smaller than the maximum embedding dimension ({self.model.output_size})."
                 )
-        result = await self._embed_run(EMBED, inputs, truncate, truncation_direction, prompt_name)
+        if self.config.auto_chunk:
+            result = await self._chunked_embed(inputs, truncation_direction, prompt_name)
+        else:
+            result = await self._embed_run(EMBED, inputs, truncate, truncation_direction, prompt_name)
         vectors = result.values
         if dimensions is not None:
             vectors = np.ascontiguousarray(vectors[:, :dimensions])
@@ -258,7 +269,10 @@ class Engine:
         truncation_direction: str = "right",
         prompt_name: str | None = None,
     ) -> Result:
-        """SPLADE vectors as (vocabulary indices, weights) per input: the non-zero entries, ascending."""
+        """SPLADE vectors as (vocabulary indices, weights) per input: the non-zero entries, ascending.
+        BGE-M3's lexical weights come in the same form."""
+        if self.lexical:
+            return await self._lexical_weights(inputs, truncate, truncation_direction, prompt_name)
         if not self.splade:
             raise WrongModelType("Model is not an embedding model with SPLADE pooling")
         result = await self._embed_run(EMBED, inputs, truncate, truncation_direction, prompt_name)
@@ -315,6 +329,8 @@ class Engine:
             result = await self._run(PREDICT, [(query, t) for t in texts], opts)
             result.values = self._checked(scores.activate(result.values, raw_scores)[:, 0])
             return result
+        if self.maxsim_rerank:
+            return await self._maxsim(query, texts, truncate, truncation_direction)
         if self.spec.kind == "embedding":
             if not query:
                 raise EmptyInput("`query` cannot be empty")

@@ -30,6 +30,7 @@ class Encoded:
     ids: np.ndarray  # int32 [n]
     type_ids: np.ndarray  # int32 [n]
     chars: int
+    attend: int | None = None  # leading tokens attention may use as keys (models/late.py); None: all
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,6 +80,8 @@ class TokenizeOptions:
     # Rerankers that read pairs through a prompt template; `instruction` fills its {instruction}.
     template: PairTemplate | None = None
     instruction: str | None = None
+    # Token limit for this call instead of the model's (--auto-chunk tokenizes whole inputs, then windows them).
+    limit: int | None = None
 
 
 class TokenizerPool:
@@ -127,7 +130,7 @@ class TokenizerPool:
             texts.append(text)
             chars.append(n)
         pairs = any(isinstance(t, tuple) for t in texts)
-        limit = self.max_input_length
+        limit = opts.limit or self.max_input_length
         try:
             if opts.truncate:
                 strategy = opts.pair_strategy if pairs else "longest_first"

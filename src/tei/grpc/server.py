@@ -259,6 +259,17 @@ class TeiServicer(
 
     EmbedSparseStream = _streaming("_embed_sparse")
 
+    async def _embed_multi_vector(self, req):
+        start = time.perf_counter()
+        result = await self.engine.embed_multi_vector([req.inputs], **_input_options(req), is_query=req.is_query)
+        tokens = [pb.TokenEmbedding(embeddings=row) for row in result.values[0].tolist()]
+        return pb.EmbedMultiVectorResponse(token_embeddings=tokens, metadata=_metadata(result.usage, start)), result.usage
+
+    async def EmbedMultiVector(self, request, context):
+        return await self._reply(context, self._embed_multi_vector(request))
+
+    EmbedMultiVectorStream = _streaming("_embed_multi_vector")
+
     # -- Predict
 
     async def _predict(self, req, item=None):

@@ -150,6 +150,28 @@ class EmbedAllResponse(_message.Message):
     metadata: Metadata
     def __init__(self, token_embeddings: _Optional[_Iterable[_Union[TokenEmbedding, _Mapping]]] = ..., metadata: _Optional[_Union[Metadata, _Mapping]] = ...) -> None: ...
 
+class EmbedMultiVectorRequest(_message.Message):
+    __slots__ = ("inputs", "truncate", "truncation_direction", "prompt_name", "is_query")
+    INPUTS_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATE_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATION_DIRECTION_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_NAME_FIELD_NUMBER: _ClassVar[int]
+    IS_QUERY_FIELD_NUMBER: _ClassVar[int]
+    inputs: str
+    truncate: bool
+    truncation_direction: TruncationDirection
+    prompt_name: str
+    is_query: bool
+    def __init__(self, inputs: _Optional[str] = ..., truncate: bool = ..., truncation_direction: _Optional[_Union[TruncationDirection, str]] = ..., prompt_name: _Optional[str] = ..., is_query: bool = ...) -> None: ...
+
+class EmbedMultiVectorResponse(_message.Message):
+    __slots__ = ("token_embeddings", "metadata")
+    TOKEN_EMBEDDINGS_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    token_embeddings: _containers.RepeatedCompositeFieldContainer[TokenEmbedding]
+    metadata: Metadata
+    def __init__(self, token_embeddings: _Optional[_Iterable[_Union[TokenEmbedding, _Mapping]]] = ..., metadata: _Optional[_Union[Metadata, _Mapping]] = ...) -> None: ...
+
 class PredictRequest(_message.Message):
     __slots__ = ("inputs", "truncate", "raw_scores", "truncation_direction")
     INPUTS_FIELD_NUMBER: _ClassVar[int]

@@ -110,6 +110,16 @@ class EmbedStub(object):
                 request_serializer=tei_dot_grpc_dot_tei__pb2.EmbedAllRequest.SerializeToString,
                 response_deserializer=tei_dot_grpc_dot_tei__pb2.EmbedAllResponse.FromString,
                 )
+        self.EmbedMultiVector = channel.unary_unary(
+                '/tei.v1.Embed/EmbedMultiVector',
+                request_serializer=tei_dot_grpc_dot_tei__pb2.EmbedMultiVectorRequest.SerializeToString,
+                response_deserializer=tei_dot_grpc_dot_tei__pb2.EmbedMultiVectorResponse.FromString,
+                )
+        self.EmbedMultiVectorStream = channel.stream_stream(
+                '/tei.v1.Embed/EmbedMultiVectorStream',
+                request_serializer=tei_dot_grpc_dot_tei__pb2.EmbedMultiVectorRequest.SerializeToString,
+                response_deserializer=tei_dot_grpc_dot_tei__pb2.EmbedMultiVectorResponse.FromString,
+                )
 
 
 class EmbedServicer(object):
@@ -153,6 +163,20 @@ class EmbedServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def EmbedMultiVector(self, request, context):
+        """Not in TEI (added here, TEI clients are unaffected): one vector per token from a multi-vector
+        (ColBERT) head, BGE-M3's or a ColBERT model's.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def EmbedMultiVectorStream(self, request_iterator, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_EmbedServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -185,6 +209,16 @@ def add_EmbedServicer_to_server(servicer, server):
                     servicer.EmbedAllStream,
                     request_deserializer=tei_dot_grpc_dot_tei__pb2.EmbedAllRequest.FromString,
                     response_serializer=tei_dot_grpc_dot_tei__pb2.EmbedAllResponse.SerializeToString,
+            ),
+            'EmbedMultiVector': grpc.unary_unary_rpc_method_handler(
+                    servicer.EmbedMultiVector,
+                    request_deserializer=tei_dot_grpc_dot_tei__pb2.EmbedMultiVectorRequest.FromString,
+                    response_serializer=tei_dot_grpc_dot_tei__pb2.EmbedMultiVectorResponse.SerializeToString,
+            ),
+            'EmbedMultiVectorStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.EmbedMultiVectorStream,
+                    request_deserializer=tei_dot_grpc_dot_tei__pb2.EmbedMultiVectorRequest.FromString,
+                    response_serializer=tei_dot_grpc_dot_tei__pb2.EmbedMultiVectorResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -297,6 +331,40 @@ class Embed(object):
         return grpc.experimental.stream_stream(request_iterator, target, '/tei.v1.Embed/EmbedAllStream',
             tei_dot_grpc_dot_tei__pb2.EmbedAllRequest.SerializeToString,
             tei_dot_grpc_dot_tei__pb2.EmbedAllResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def EmbedMultiVector(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/tei.v1.Embed/EmbedMultiVector',
+            tei_dot_grpc_dot_tei__pb2.EmbedMultiVectorRequest.SerializeToString,
+            tei_dot_grpc_dot_tei__pb2.EmbedMultiVectorResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def EmbedMultiVectorStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(request_iterator, target, '/tei.v1.Embed/EmbedMultiVectorStream',
+            tei_dot_grpc_dot_tei__pb2.EmbedMultiVectorRequest.SerializeToString,
+            tei_dot_grpc_dot_tei__pb2.EmbedMultiVectorResponse.FromString,
             options, channel_credentials,
             insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
 

@@ -19,6 +19,9 @@ class PackedBatch:
     lengths: list[int]  # host copy: avoids device syncs when shaping
     max_len: int
     pad_seqs: int = 0  # trailing filler sequences that only round the shape up (devices.Placement.pad_lengths)
+    # Per sequence, how many leading tokens attention may use as keys (None: all of them): ColBERT
+    # queries padded with expansion tokens that are computed but not attended to (models/late.py).
+    attend: list | None = None
 
     @property
     def num_seqs(self) -> int:

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from ..devices import Placement, chunks
-from . import splade
+from . import late, splade
 from .attention import AttentionPlan, choose
 from .batch import PackedBatch
 from .layers import Linear, use_int8, use_onednn
@@ -26,6 +26,8 @@ class ModelOutput:
     pooled: np.ndarray | None = None  # [B, D] float32: embeddings after pooling and Dense (SPLADE: D = vocabulary)
     hidden: np.ndarray | None = None  # [T, H] float32: per-token states, for /embed_all
     logits: np.ndarray | None = None  # [B, C] float32
+    # Per-sequence outputs keyed by Batcher job kind (late.SPARSE, late.MULTI_VECTOR), one entry per sequence.
+    per_seq: dict = dataclasses.field(default_factory=dict)
 
 
 class Dense(nn.Module):
@@ -48,8 +50,12 @@ class Model:
         self.spec = spec
         self.placement = placement
         check_fits(spec.model_dir, placement)
-        weights = Weights(load_state_dict(spec.model_dir), family.PREFIXES, placement.dtype, placement.device)
-        cfg = spec.config
+        # A family that loads its checkpoint itself (the transformers fallback) gets the folder instead.
+        own = getattr(family, "OWN_WEIGHTS", False)
+        state = {} if own else load_state_dict(spec.model_dir)
+        weights = Weights(state, family.PREFIXES, placement.dtype, placement.device)
+        cfg = {**spec.config, "_folder": str(spec.folder), "_trust_remote_code": spec.trust_remote_code} if own \
+            else spec.config
         if hasattr(family, "adapt"):  # checkpoint tensors the family rewrites first (LoRA merged at load)
             family.adapt(weights, spec)
         self.encoder = family.encoder(weights, cfg)
@@ -65,6 +71,9 @@ class Model:
         else:
             self.head = None
         self.mlm = family.mlm_head(weights, cfg).to(placement.head_dtype) if spec.pooling == "splade" else None
+        self.sparse = (late.SparseHead(spec.sparse_head, set(spec.sparse_special_ids), placement.head_dtype,
+                                       placement.device) if spec.sparse_head else None)
+        self.multi_vector = self._multi_vector_head(spec.multi_vector, weights) if spec.multi_vector else None
         weights.ignore(*family.IGNORED)
         weights.check_all_used(spec.family.name)
         self.dense = nn.ModuleList(Dense(d, placement) for d in spec.dense)
@@ -82,12 +91,25 @@ class Model:
         if self.mlm is not None:
             self.output_size = self.mlm.vocab_size
 
+    def _multi_vector_head(self, mv: late.MultiVectorSpec, weights: Weights) -> late.MultiVectorHead:
+        if mv.head_path is not None:
+            state = late.read_torch_state(mv.head_path)
+        else:
+            state = {mv.head_prefix + n: weights.raw(mv.head_prefix + n) for n in ("weight", "bias")
+                     if weights.has(mv.head_prefix + n)}
+        return late.MultiVectorHead(mv, state, self.placement.head_dtype, self.placement.device)
+
     @torch.inference_mode()
-    def forward(self, batch: PackedBatch, want_hidden: bool = False) -> ModelOutput:
+    def forward(self, batch: PackedBatch, want_hidden: bool = False, kinds=()) -> ModelOutput:
         self.placement.prepare_forward(len(batch.input_ids))
-        hidden = self.encoder(batch, AttentionPlan(batch, self.attention))
+        plan = late.ExpansionPlan(batch) if batch.attend is not None else AttentionPlan(batch, self.attention)
+        hidden = self.encoder(batch, plan)
         real = batch.real_seqs
         out = ModelOutput()
+        if late.SPARSE in kinds and self.sparse is not None:
+            out.per_seq[late.SPARSE] = self.sparse(hidden.to(self.placement.head_dtype), batch, real)
+        if late.MULTI_VECTOR in kinds and self.multi_vector is not None:
+            out.per_seq[late.MULTI_VECTOR] = self.multi_vector(hidden.to(self.placement.head_dtype), batch, real)
         if self.head is not None:
             pooled = pool(hidden, batch, self.head.pooling)[:real]
             out.logits = self.head(pooled.to(self.placement.head_dtype)).float().cpu().numpy()
@@ -147,11 +169,16 @@ class Model:
         ids = np.zeros(sum(lengths), dtype=np.int32)
         return self.make_batch(ids, ids, lengths)
 
-    def make_batch(self, ids: np.ndarray, type_ids: np.ndarray, lengths: list[int]) -> PackedBatch:
-        """Host arrays → device tensors; positions restart at `position_offset` for each sequence."""
+    def make_batch(self, ids: np.ndarray, type_ids: np.ndarray, lengths: list[int], attend=None) -> PackedBatch:
+        """Host arrays → device tensors; positions restart at `position_offset` for each sequence.
+        `attend`: per sequence, the keys attention may use (PackedBatch.attend), or None."""
         device = self.placement.device
         padded = self.placement.pad_lengths(list(lengths), max(lengths))
         pad_seqs = len(padded) - len(lengths)
+        if attend is not None and all(a is None for a in attend):
+            attend = None
+        if attend is not None:
+            attend = list(attend) + [None] * pad_seqs
         if pad_seqs:
             filler = np.zeros(sum(padded) - len(ids), dtype=ids.dtype)
             ids, type_ids, lengths = np.concatenate([ids, filler]), np.concatenate([type_ids, filler]), padded
@@ -167,4 +194,5 @@ class Model:
             lengths=list(lengths),
             max_len=max(lengths),
             pad_seqs=pad_seqs,
+            attend=attend,
         )

@@ -108,6 +108,11 @@ FAMILIES: list[Family] = [
 ]
 
 
+# Architectures with no own code: served through transformers when it can load them (families/transformers.py).
+FALLBACK = Family("transformers", "transformers", default_pooling="cls")
+_ROBERTA_LIKE = ("roberta", "xlm-roberta", "camembert")
+
+
 class UnsupportedModel(ValueError):
     pass
 
@@ -117,15 +122,34 @@ def supported_names() -> str:
     return ", ".join(names)
 
 
-def detect(config: dict, folder: Path | None = None) -> Family:
+def detect(config: dict, folder: Path | None = None, backend: str | None = None,
+           trust_remote_code: bool = False) -> Family:
+    """The own family for this config; else the transformers fallback, if transformers can load it
+    (`backend="transformers"` forces the fallback)."""
     model_type = config.get("model_type", "")
-    for family in FAMILIES:
-        if family.match is not None and family.match(config, folder):
-            return family
-    for family in FAMILIES:
-        if model_type in family.model_types:
-            return family
-    archs = ", ".join(config.get("architectures") or []) or "none"
-    raise UnsupportedModel(
-        f"Model type `{model_type}` (architectures: {archs}) is not supported; supported: {supported_names()}."
-    )
+    if backend != "transformers":
+        for family in FAMILIES:
+            if family.match is not None and family.match(config, folder):
+                return family
+        for family in FAMILIES:
+            if model_type in family.model_types:
+                return family
+    return _fallback(config, trust_remote_code)
+
+
+def _fallback(config: dict, trust_remote_code: bool) -> Family:
+    from .families import transformers as fallback
+
+    try:
+        problem = fallback.loadable(config, trust_remote_code)
+    except fallback.MissingTransformers as exc:
+        problem = str(exc)
+    if problem is not None:
+        archs = ", ".join(config.get("architectures") or []) or "none"
+        raise UnsupportedModel(
+            f"Model type `{config.get('model_type', '')}` (architectures: {archs}) is not supported ({problem}); "
+            f"supported: {supported_names()}."
+        )
+    if config.get("model_type") in _ROBERTA_LIKE:
+        return dataclasses.replace(FALLBACK, position_offset=_roberta_offset)
+    return FALLBACK

@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from . import late
 from .registry import Family, detect
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,11 @@ class ModelSpec:
     prompt_template: dict[str, str] | None = None
     # A token the tokenizer must append to every text, where the repo's tokenizer.json does not (gte-Qwen2)
     appended_token: str | None = None
+    # BGE-M3's `sparse_linear.pt` (lexical weights on /embed_sparse) and the ids it never weighs.
+    sparse_head: Path | None = None
+    sparse_special_ids: tuple[int, ...] = ()
+    multi_vector: late.MultiVectorSpec | None = None  # BGE-M3's or a ColBERT model's per-token head
+    trust_remote_code: bool = False  # for the transformers fallback (registry.FALLBACK)
 
     @property
     def num_labels(self) -> int:
@@ -259,14 +265,15 @@ def _named_reranker(model_id: str | None, folder: Path) -> bool:
 
 
 def read_spec(folder: Path, pooling_override: str | None = None, default_prompt_name: str | None = None,
-              model_id: str | None = None, model_kind: str = "auto") -> ModelSpec:
+              model_id: str | None = None, model_kind: str = "auto", backend: str | None = None,
+              trust_remote_code: bool = False) -> ModelSpec:
     config = _read_json(folder / "config.json")
     if config is None:
         if static_module(folder) is None:
             raise ModelSpecError(f"{folder} has no config.json")
         config = {}
     model_type = config.get("model_type", "")
-    family = detect(config, folder)
+    family = detect(config, folder, backend, trust_remote_code)
     if family.name == "static":
         return _static_spec(folder, config, family, pooling_override)
     pooling_override = pooling_override.replace("-", "_") if pooling_override else None
@@ -349,6 +356,14 @@ def read_spec(folder: Path, pooling_override: str | None = None, default_prompt_
     # The task instructions stand in for missing sentence-transformers prompts: a task's adapter
     # and its prefix go together.
     prompts = {**{str(k): str(v) for k, v in (config.get("task_instructions") or {}).items()}, **prompts}
+    sparse_head = folder / "sparse_linear.pt" if kind == "embedding" and (folder / "sparse_linear.pt").is_file() else None
+    try:
+        multi_vector = late.detect(folder, config) if kind == "embedding" else None
+        sparse_ids = late.sparse_special_ids(folder) if sparse_head else ()
+    except ValueError as exc:
+        raise ModelSpecError(str(exc)) from None
+    if sparse_head is not None and pooling == "splade":
+        raise ModelSpecError("A folder with sparse_linear.pt cannot also use SPLADE pooling")
     return ModelSpec(
         folder=folder,
         config=config,
@@ -368,4 +383,8 @@ def read_spec(folder: Path, pooling_override: str | None = None, default_prompt_
         yes_no=yes_no,
         prompt_template=module.prompt_template(config) if kind == "reranker" and hasattr(module, "prompt_template") else None,
         appended_token=module.appended_token(config) if hasattr(module, "appended_token") else None,
+        sparse_head=sparse_head,
+        sparse_special_ids=sparse_ids,
+        multi_vector=multi_vector,
+        trust_remote_code=trust_remote_code,
     )

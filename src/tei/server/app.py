@@ -5,10 +5,10 @@ from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 
 from .. import __version__
-from . import errors, metrics, routes_openai, routes_rerank, routes_tei
+from . import errors, metrics, routes_late, routes_openai, routes_rerank, routes_tei
 from .auth import ApiKeyAuth
 from .limits import PayloadLimit
-from .schemas import EmbedAllRequest, EmbedRequest, read_json, validate
+from .schemas import EmbedAllRequest, EmbedRequest, SimilarityRequest, read_json, validate
 from .schemas_rerank import PredictRequest, RerankRequest
 from .tracing import RequestSpans
 
@@ -28,6 +28,7 @@ def create_app(engine, settings) -> FastAPI:
     app.include_router(routes_tei.router)
     app.include_router(routes_openai.router)
     app.include_router(routes_rerank.router)
+    app.include_router(routes_late.router)
     app.include_router(metrics.router)
     install_middleware(app, settings)
 
@@ -42,6 +43,9 @@ def create_app(engine, settings) -> FastAPI:
         # (/embed_sparse with SPLADE pooling).
         data = await read_json(request)
         kind = engine.spec.kind
+        if kind == "embedding" and _similarity_body(data, settings):
+            # huggingface_hub's InferenceClient.sentence_similarity sends this body whatever TASK says
+            return await routes_tei.similarity(validate(SimilarityRequest, data), request)
         if engine.splade:
             return await routes_tei.embed_sparse(validate(EmbedAllRequest, data), request)
         if kind == "embedding":
@@ -52,6 +56,19 @@ def create_app(engine, settings) -> FastAPI:
         return await routes_rerank.predict(validate(PredictRequest, data), request)
 
     return app
+
+
+def _similarity_body(data, settings) -> bool:
+    inputs = data.get("inputs") if isinstance(data, dict) else None
+    return isinstance(inputs, dict) or getattr(settings, "task", None) == "sentence-similarity"
+
+
+def under_root_path(app: FastAPI, prefix: str):
+    """--root-path: every route served under `prefix` (and nothing outside it)."""
+    from starlette.applications import Starlette
+    from starlette.routing import Mount
+
+    return Starlette(routes=[Mount(prefix, app=app)])
 
 
 def install_middleware(app: FastAPI, settings) -> None:

@@ -120,7 +120,7 @@ RERANK_SCORING = {"reranker": "cross-encoder", "embedding": "cosine-similarity"}
 
 
 def _rerank_info(engine) -> dict | None:
-    scoring = RERANK_SCORING.get(engine.spec.kind)
+    scoring = "maxsim" if getattr(engine, "maxsim_rerank", False) else RERANK_SCORING.get(engine.spec.kind)
     if scoring is None:  # a multi-label classifier cannot rank
         return None
     return {"scoring": scoring, "max_documents": engine.rerank_limit}
