@@ -107,8 +107,9 @@ def build_engine(settings: ModelSettings, loaded: dict | None = None):
 def build_engines(settings: ServerSettings):
     """Every served model, loaded one after another; the first that cannot load stops start-up,
     named in the one-line error when there are several."""
-    from .engine.engines import Engines
+    from .engine.engines import Engines, check_unique
 
+    check_unique([model.name for model in settings.models])  # before minutes of loading, not after
     loaded: dict = {}
     served = []
     try:

@@ -29,6 +29,14 @@ def _kinds(engine: Engine) -> tuple[str, ...]:
     return (kind,)
 
 
+def check_unique(names: list[str]) -> None:
+    seen = set()
+    for name in names:
+        if name in seen:
+            raise ValueError(f"two models are served as `{name}`: give each its own --served-model-name")
+        seen.add(name)
+
+
 class Engines:
     """Every served model's Engine, under its served name, in the order they were given.
 
@@ -37,11 +45,10 @@ class Engines:
     def __init__(self, served: Sequence[tuple[object, Engine]]):
         if not served:
             raise ValueError("no models to serve")
+        check_unique([engine.name for _, engine in served])
         self._engines: dict[str, Engine] = {}
         self._settings: dict[str, object] = {}
         for settings, engine in served:
-            if engine.name in self._engines:
-                raise ValueError(f"two models are served as `{engine.name}`: give each its own --served-model-name")
             self._engines[engine.name] = engine
             self._settings[engine.name] = settings
         self._by_model_id = {}
