@@ -274,3 +274,10 @@ def test_grpc_model_metadata_selects_the_model(server, grpc_port, st_embeddings,
         with pytest.raises(grpc.RpcError) as err:
             embed(pb.EmbedRequest(inputs="x"), metadata=(("model", "nope"),))
         assert err.value.code() == grpc.StatusCode.NOT_FOUND and "embedder/v2" in err.value.details()
+
+
+def test_with_an_api_key_only_a_models_health_checks_are_open():
+    from tei.server.auth import is_public
+
+    assert is_public("GET", f"/models/{RERANKER}/health") and is_public("GET", "/models/embedder/")
+    assert not is_public("POST", f"/models/{RERANKER}/rerank") and not is_public("GET", "/models/embedder/info")

@@ -61,14 +61,14 @@ def create_app(engines, settings) -> FastAPI:
 
 
 def install_middleware(app: FastAPI, settings, names: list[str]) -> None:
-    """Outermost first: CORS, model prefix, auth, payload limit, request span. (Starlette runs the last
-    added first.) The prefix comes off before auth, so `/models/{name}/health` is as open as `/health`."""
+    """Outermost first: CORS, auth, model prefix, payload limit, request span. (Starlette runs the last
+    added first.) Auth sees the prefixed path: an unknown model's 404 needs the key too."""
     if settings.otlp_endpoint or (settings.json_output and not settings.disable_spans):
         app.add_middleware(RequestSpans)
     app.add_middleware(PayloadLimit, limit=settings.payload_limit)
+    app.add_middleware(models.ModelPrefix, names=names)
     if settings.api_key:
         app.add_middleware(ApiKeyAuth, api_key=settings.api_key)
-    app.add_middleware(models.ModelPrefix, names=names)
     origins = list(settings.cors_allow_origin or ["*"])
     # TEI: any origin unless told, GET and POST, and only the content-type header.
     app.add_middleware(CORSMiddleware, allow_origins=["*"] if "*" in origins else origins,
