@@ -9,6 +9,8 @@ forward passes. Semantics follow TEI's router/src/grpc/server.rs:
 - `truncate` is taken as sent (the server's --auto-truncate does not apply), an unset `normalize`
   means true;
 - unary replies carry the x-compute-* headers as initial metadata and a `Metadata` message.
+With several models served, a call's `model` metadata key picks its model (ModelInterceptor); without
+it, the first model fit for the service.
 """
 from __future__ import annotations
 
