@@ -6,7 +6,7 @@ The batch is what the server forms under load: the benchmark workload tokenized 
 all-MiniLM-L6-v2 (12 heads of 32), cut at the token budget, sorted by length as the batcher does.
 Contenders, each checked against per-sequence SDPA before it is timed:
 
-- equal-length runs: what the server ships (models/packed.py), one SDPA call per distinct length;
+- equal-length runs: what the server ships (models/attention/plan.py), one SDPA call per distinct length;
 - per-sequence loop: one SDPA call per sequence, on views;
 - length buckets: the previous design, padding groups of similar length via gather/scatter + mask;
 - block-diagonal mask: the whole batch as one sequence, a [T, T] mask keeping sequences apart;
@@ -61,13 +61,14 @@ def per_sequence(qkv, lengths):
 
 
 def equal_runs(lengths):
-    from tei.models.packed import AttentionPlan, PackedBatch
+    from tei.models.attention import AttentionPlan
+    from tei.models.batch import PackedBatch
 
     cu = torch.zeros(len(lengths) + 1, dtype=torch.int32)
     cu[1:] = torch.cumsum(torch.tensor(lengths), 0)
     zeros = torch.zeros(sum(lengths), dtype=torch.int64)
     plan = AttentionPlan(PackedBatch(zeros, zeros, zeros, cu, list(lengths), max(lengths)), "sdpa")
-    return lambda qkv: plan.attend(qkv, HEADS)
+    return lambda qkv: plan.attend(*qkv.view(-1, 3, HEADS, HEAD_DIM).unbind(1))
 
 
 def length_buckets(lengths, slack: float = 1.25):

@@ -131,7 +131,7 @@ def engine_runner(engine: Engine, loop, lengths: list[int], ids: np.ndarray):
 
 
 def kernels_here(device: torch.device, dtype: torch.dtype) -> list[str]:
-    from tei.models.attention_cuda import self_test
+    from tei.models.attention.cuda import self_test
 
     usable = []
     for kernel in CUDA_KERNELS:

@@ -62,7 +62,7 @@ if torch.cuda.is_available():
     print("flash sdpa:", torch.backends.cuda.is_flash_attention_available(),
           "matmul tf32:", torch.backends.cuda.matmul.allow_tf32)
     from tei.devices import CUDA_KERNELS, place
-    from tei.models.attention_cuda import self_test
+    from tei.models.attention.cuda import self_test
     for dtype in ("float16", "bfloat16"):
         for kernel in CUDA_KERNELS[:-1]:
             try:

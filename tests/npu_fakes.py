@@ -73,17 +73,28 @@ def make_torch_npu(calls: list) -> types.ModuleType:
                              next_tockens=2147483647, inner_precise=0, prefix=None, actual_seq_qlen=None,
                              actual_seq_kvlen=None, sparse_mode=0, gen_mask_parallel=True, sync=False):
         calls.append(dict(op="fusion", shape=tuple(query.shape), head_num=head_num, layout=input_layout,
+                          kv_heads=key.shape[1], sparse_mode=sparse_mode,
                           scale=scale, qlen=list(actual_seq_qlen or []), kvlen=list(actual_seq_kvlen or []),
                           mask=atten_mask, keep_prob=keep_prob, dtype=query.dtype,
                           contiguous=all(t.is_contiguous() for t in (query, key, value))))
         assert input_layout == "TND" and query.dim() == 3 and query.shape[1] == head_num
         assert len(actual_seq_qlen) <= 1024 and actual_seq_qlen[-1] == query.shape[0]
+        assert head_num % key.shape[1] == 0 and key.shape == value.shape  # GQA: N1 a multiple of N2
+        if sparse_mode == 3:  # bottom-right causal, from the compressed 2048x2048 mask (True = masked)
+            assert atten_mask is not None and atten_mask.dtype == torch.bool and atten_mask.shape == (2048, 2048)
+            assert torch.equal(atten_mask, torch.ones(2048, 2048, dtype=torch.bool).triu(1))
+        else:
+            assert sparse_mode == 0 and atten_mask is None
+        groups = head_num // key.shape[1]
         out = torch.empty_like(query)
         start = 0
         for end_q, end_kv in zip(actual_seq_qlen, actual_seq_kvlen):
             assert end_q == end_kv
             q, k, v = (t[start:end_q].transpose(0, 1) for t in (query, key, value))  # [N, S, D]
-            out[start:end_q] = _attend(q, k, v, scale).transpose(0, 1)
+            k, v = k.repeat_interleave(groups, 0), v.repeat_interleave(groups, 0)
+            n = end_q - start
+            allowed = torch.ones(n, n, dtype=torch.bool).tril() if sparse_mode == 3 else None
+            out[start:end_q] = _attend(q, k, v, scale, allowed).transpose(0, 1)
             start = end_q
         return out, None, None, None, 0, 0, 0
 

@@ -18,6 +18,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from engine_util import cosine, run
+from attention_util import packed_batch as _batch, reference_attention, split_qkv
 from npu_fakes import FakeNpu, make_torch_npu
 from texts import TEXTS
 from tiny_models import build_classifier, build_embedding_model
@@ -26,7 +27,7 @@ from tei import devices
 from tei.devices import DeviceError, Placement, gear, place, select_device, visible_npus
 from tei.engine.engine import Engine, EngineConfig
 from tei.models.loader import Model
-from tei.models.packed import AttentionPlan, PackedBatch
+from tei.models.attention import AttentionPlan
 from tei.models.spec import read_spec
 
 ROUTER = Path(sys.executable).parent / "text-embeddings-router"
@@ -220,13 +221,6 @@ def test_mps_dtypes(monkeypatch):
         place("mps", "bfloat16")
 
 
-def test_kernel_falls_back_to_sdpa_for_head_sizes_it_cannot_take():
-    flash = Placement(torch.device("cpu"), torch.float16, "torch_varlen")
-    assert [flash.kernel_for(d) for d in (64, 128, 12, 512)] == ["torch_varlen", "torch_varlen", "sdpa", "sdpa"]
-    fusion = Placement(torch.device("cpu"), torch.float16, "npu_fusion")
-    assert [fusion.kernel_for(d) for d in (64, 12, 1024)] == ["npu_fusion", "npu_fusion", "sdpa"]
-
-
 # ---- shape gears ----------------------------------------------------------------------------------
 
 
@@ -259,20 +253,12 @@ def test_warmup_covers_every_gear_a_batch_can_land_on():
 # ---- kernels on CPU, through the emulated torch_npu ops -------------------------------------------
 
 
-def _batch(lengths: list[int]) -> PackedBatch:
-    cu = torch.zeros(len(lengths) + 1, dtype=torch.int32)
-    cu[1:] = torch.cumsum(torch.tensor(lengths), 0)
-    ids = torch.zeros(sum(lengths), dtype=torch.int64)
-    return PackedBatch(ids, ids, ids, cu, lengths, max(lengths))
-
-
 def _reference(qkv: torch.Tensor, lengths: list[int], heads: int) -> torch.Tensor:
-    outs, start, hidden = [], 0, qkv.shape[1] // 3
-    for n in lengths:
-        q, k, v = qkv[start : start + n].view(n, 3, heads, hidden // heads).permute(1, 2, 0, 3)
-        outs.append(F.scaled_dot_product_attention(q, k, v).transpose(0, 1).reshape(n, hidden))
-        start += n
-    return torch.cat(outs)
+    return reference_attention(*split_qkv(qkv, heads), lengths)
+
+
+def _attend(kernel: str, lengths: list[int], qkv: torch.Tensor, heads: int, **kw) -> torch.Tensor:
+    return AttentionPlan(_batch(lengths), kernel).attend(*split_qkv(qkv, heads), **kw)
 
 
 RAGGED = [[7], [5, 5, 5], [3, 40, 9, 9, 120, 1, 64, 65, 2]]
@@ -283,7 +269,7 @@ def test_npu_fusion_passes_tnd_with_cumulative_lengths(npu, lengths):
     fake = npu()
     torch.manual_seed(0)
     qkv = torch.randn(sum(lengths), 3 * 32)
-    out = AttentionPlan(_batch(lengths), "npu_fusion").attend(qkv, 4)
+    out = _attend("npu_fusion", lengths, qkv, 4)
     assert torch.allclose(out, _reference(qkv, lengths, 4), atol=1e-5)
     (call,) = fake.kernel_calls
     assert call["layout"] == "TND" and call["shape"] == (sum(lengths), 4, 8) and call["head_num"] == 4
@@ -291,11 +277,23 @@ def test_npu_fusion_passes_tnd_with_cumulative_lengths(npu, lengths):
     assert call["scale"] == pytest.approx(8**-0.5) and call["contiguous"]
 
 
+@pytest.mark.parametrize("kv_heads", [4, 1])
+def test_npu_fusion_runs_causal_gqa_models_with_the_compressed_mask(npu, kv_heads):
+    fake = npu()
+    lengths = RAGGED[2]
+    torch.manual_seed(4)
+    q, k, v = split_qkv(torch.randn(sum(lengths), (4 + 2 * kv_heads) * 8), 4, kv_heads)
+    out = AttentionPlan(_batch(lengths), "npu_fusion").attend(q, k, v, causal=True)
+    assert torch.allclose(out, reference_attention(q, k, v, lengths, causal=True), atol=1e-5)
+    (call,) = fake.kernel_calls
+    assert call["sparse_mode"] == 3 and call["kv_heads"] == kv_heads and call["head_num"] == 4
+
+
 def test_npu_fusion_splits_more_than_1024_sequences(npu):
     fake = npu()
     lengths = [random.Random(s).randint(1, 4) for s in range(1100)]
     qkv = torch.randn(sum(lengths), 3 * 16)
-    out = AttentionPlan(_batch(lengths), "npu_fusion").attend(qkv, 2)
+    out = _attend("npu_fusion", lengths, qkv, 2)
     assert torch.allclose(out, _reference(qkv, lengths, 2), atol=1e-5)
     assert [len(c["qlen"]) for c in fake.kernel_calls] == [1024, 76]
 
@@ -305,7 +303,7 @@ def test_npu_prompt_masks_padded_keys_in_gear_shapes(npu, lengths):
     fake = npu("Ascend310P3", bf16=False)
     torch.manual_seed(1)
     qkv = torch.randn(sum(lengths), 3 * 32)
-    out = AttentionPlan(_batch(lengths), "npu_prompt").attend(qkv, 4)
+    out = _attend("npu_prompt", lengths, qkv, 4)
     assert torch.allclose(out, _reference(qkv, lengths, 4), atol=1e-5)
     rows = sum(c["shape"][0] for c in fake.kernel_calls)
     for call in fake.kernel_calls:
@@ -322,7 +320,7 @@ def test_torch_nested_kernel_matches_sdpa_on_cpu():
     lengths = RAGGED[2]
     torch.manual_seed(2)
     qkv = torch.randn(sum(lengths), 3 * 32)
-    out = AttentionPlan(_batch(lengths), "torch_nested").attend(qkv, 4)
+    out = _attend("torch_nested", lengths, qkv, 4)
     assert torch.allclose(out, _reference(qkv, lengths, 4), atol=1e-5)
 
 
@@ -332,7 +330,7 @@ def test_one_length_batches_skip_the_cuda_varlen_kernels(lengths, varlen):
     qkv = torch.randn(sum(lengths), 3 * 32)
     plan = AttentionPlan(_batch(lengths), "torch_nested")
     assert (plan.varlen is not None) == varlen
-    assert torch.allclose(plan.attend(qkv, 4), _reference(qkv, lengths, 4), atol=1e-5)
+    assert torch.allclose(plan.attend(*split_qkv(qkv, 4)), _reference(qkv, lengths, 4), atol=1e-5)
 
 
 # ---- whole models through the NPU path, on CPU ----------------------------------------------------

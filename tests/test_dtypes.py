@@ -19,7 +19,7 @@ from texts import TEXTS
 from tiny_models import ARCHS, build_embedding_model
 
 from tei.devices import DeviceError, cpu_fast_dtypes, place, resolve_dtype
-from tei.models.linear import ACTIVATIONS, Linear
+from tei.models.layers.linear import ACTIVATIONS, Linear
 
 BARS = {"bfloat16": 0.999, "float16": 0.999, "int8": 0.99}
 

@@ -43,7 +43,7 @@ def _placement(dtype: str, kernel: str) -> Placement:
     if kernel != "sdpa":
         if DTYPES[dtype] == torch.float32:
             pytest.skip(f"{kernel} is half precision only")
-        from tei.models.attention_cuda import self_test
+        from tei.models.attention.cuda import self_test
 
         try:
             usable = self_test(kernel, device, DTYPES[dtype])

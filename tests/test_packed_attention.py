@@ -5,27 +5,12 @@ import random
 
 import pytest
 import torch
-import torch.nn.functional as F
 
-from tei.models.packed import AttentionPlan, PackedBatch, pool
+from attention_util import packed_batch as _batch, reference_attention, split_qkv
 
-
-def _batch(lengths: list[int]) -> PackedBatch:
-    cu = torch.zeros(len(lengths) + 1, dtype=torch.int32)
-    cu[1:] = torch.cumsum(torch.tensor(lengths), 0)
-    total = sum(lengths)
-    zeros = torch.zeros(total, dtype=torch.int64)
-    return PackedBatch(zeros, zeros, zeros, cu, lengths, max(lengths))
-
-
-def _reference(qkv: torch.Tensor, lengths: list[int], heads: int) -> torch.Tensor:
-    outs, start = [], 0
-    hidden = qkv.shape[1] // 3
-    for n in lengths:
-        q, k, v = qkv[start : start + n].view(n, 3, heads, hidden // heads).permute(1, 2, 0, 3)
-        outs.append(F.scaled_dot_product_attention(q, k, v).transpose(0, 1).reshape(n, hidden))
-        start += n
-    return torch.cat(outs)
+from tei.models.attention import AttentionNeeds, AttentionPlan, choose
+from tei.models.layers import SymmetricAlibi, alibi_slopes
+from tei.models.pooling import pool
 
 
 @pytest.mark.parametrize(
@@ -35,10 +20,10 @@ def _reference(qkv: torch.Tensor, lengths: list[int], heads: int) -> torch.Tenso
 def test_attention_matches_per_sequence_sdpa(lengths):
     torch.manual_seed(0)
     heads, hidden = 4, 32
-    qkv = torch.randn(sum(lengths), 3 * hidden)
+    q, k, v = split_qkv(torch.randn(sum(lengths), 3 * hidden), heads)
     plan = AttentionPlan(_batch(lengths), "sdpa")
-    out = plan.attend(qkv, heads)
-    assert torch.allclose(out, _reference(qkv, lengths, heads), atol=1e-5)
+    out = plan.attend(q, k, v)
+    assert torch.allclose(out, reference_attention(q, k, v, lengths), atol=1e-5)
 
 
 def test_sorted_batch_runs_once_per_length():
@@ -55,3 +40,53 @@ def test_pooling_modes():
     assert pool(hidden, batch, "cls").tolist() == [[0, 1], [4, 5]]
     assert pool(hidden, batch, "last_token").tolist() == [[2, 3], [10, 11]]
     assert pool(hidden, batch, "mean").tolist() == [[1, 2], [7, 8]]
+
+
+MIXED = [3, 40, 9, 9, 120, 1, 64, 65, 2]
+
+
+@pytest.mark.parametrize("kv_heads", [4, 2, 1])
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("window", [None, (4, 4), (16, 0)])
+def test_gqa_causal_and_windows_match_per_sequence_masks(kv_heads, causal, window):
+    torch.manual_seed(1)
+    q, k, v = split_qkv(torch.randn(sum(MIXED), (4 + 2 * kv_heads) * 8), 4, kv_heads)
+    out = AttentionPlan(_batch(MIXED), "sdpa").attend(q, k, v, causal=causal, window=window)
+    ref = reference_attention(q, k, v, MIXED, causal=causal, window=window)
+    assert torch.allclose(out, ref, atol=1e-5)
+
+
+def test_causal_attention_does_not_see_later_tokens_or_other_sequences():
+    torch.manual_seed(2)
+    lengths = [6, 6]
+    q, k, v = split_qkv(torch.randn(12, 3 * 16), 2)
+    before = AttentionPlan(_batch(lengths), "sdpa").attend(q, k, v, causal=True)
+    k2, v2 = k.clone(), v.clone()
+    k2[5], v2[5] = 10.0, 10.0  # the last token of the first sequence
+    after = AttentionPlan(_batch(lengths), "sdpa").attend(q, k2, v2, causal=True)
+    assert torch.equal(before[:5], after[:5]) and torch.equal(before[6:], after[6:])
+    assert not torch.allclose(before[5], after[5])
+
+
+def test_alibi_bias_matches_the_reference_and_the_paper_slopes():
+    assert alibi_slopes(8).tolist() == pytest.approx([2 ** -(i + 1) for i in range(8)])
+    assert alibi_slopes(12).shape == (12,)
+    torch.manual_seed(3)
+    q, k, v = split_qkv(torch.randn(sum(MIXED), 3 * 4 * 8), 4)
+    bias = SymmetricAlibi(4)
+    out = AttentionPlan(_batch(MIXED), "sdpa").attend(q, k, v, bias=bias)
+    assert torch.allclose(out, reference_attention(q, k, v, MIXED, bias=bias), atol=1e-5)
+
+
+def test_kernel_choice_falls_back_to_sdpa_for_needs_it_cannot_meet():
+    plain = AttentionNeeds(head_dim=64)
+    assert choose("torch_varlen", plain) == "torch_varlen"
+    assert choose("torch_varlen", AttentionNeeds(head_dim=12)) == "sdpa"
+    assert choose("torch_varlen", AttentionNeeds(head_dim=512)) == "sdpa"
+    assert choose("torch_varlen", AttentionNeeds(head_dim=64, gqa=True, causal=True, window=True)) == "torch_varlen"
+    assert choose("flash_attn", AttentionNeeds(head_dim=64, bias=True)) == "sdpa"
+    assert choose("torch_nested", AttentionNeeds(head_dim=64, causal=True)) == "sdpa"
+    assert choose("npu_fusion", AttentionNeeds(head_dim=12)) == "npu_fusion"
+    assert choose("npu_fusion", AttentionNeeds(head_dim=1024)) == "sdpa"
+    assert choose("npu_fusion", AttentionNeeds(head_dim=64, gqa=True, causal=True)) == "npu_fusion"
+    assert choose("npu_prompt", AttentionNeeds(head_dim=64, causal=True)) == "sdpa"

@@ -71,7 +71,8 @@ def build_engine(settings: ModelSettings, loaded: dict | None = None):
     from .devices import DeviceError, place
     from .engine.engine import Engine
     from .models.hub import ModelNotFound, resolve_model_dir
-    from .models.loader import Model, UnsupportedModel
+    from .models.loader import Model
+    from .models.registry import UnsupportedModel
     from .models.spec import ModelSpecError, read_spec
 
     try:

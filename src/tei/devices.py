@@ -38,18 +38,11 @@ AUTO_ORDER = ("cuda", "npu", "mps", "cpu")
 DEVICE_HELP = "use auto, cpu, cuda, cuda:N, npu, npu:N or mps"
 _DEVICE_RE = re.compile(r"^(cpu|cuda|npu|mps)(?::(\d+))?$")
 
-# Packed-attention kernels, fastest first per device; the first whose probe passes wins.
-# "sdpa" (one call per run of equal-length sequences, models/packed.py) runs everywhere and is the fallback.
+# Packed-attention kernels, fastest first per device; the first whose probe passes wins. Whether a
+# model can use it (head size, GQA, causal, windows, biases) is decided at load time from the
+# kernel's declared capabilities (models/attention); "sdpa" (one call per run of equal-length
+# sequences) runs everything and is the fallback.
 CUDA_KERNELS = ("flash_attn", "torch_varlen", "torch_nested", "sdpa")
-# Head sizes a kernel takes, as (multiple of, at most): flash kernels 8/256; Ascend FlashAttentionScore
-# up to 768; prompt-flash 512, 32-byte aligned.
-_HEAD_DIMS = {
-    "flash_attn": (8, 256),
-    "torch_varlen": (8, 256),
-    "torch_nested": (8, 256),
-    "npu_fusion": (1, 768),
-    "npu_prompt": (16, 512),
-}
 
 # Shape gears for graph-compiling backends (Ascend): every forward pass is padded up to one of a
 # few token counts, so kernels compile once per gear instead of once per batch shape.
@@ -73,6 +66,11 @@ def _round_up(n: int, step: int) -> int:
 # shapes, all cached after a while). With a fresh shape every batch, a 2000-token all-MiniLM-L6-v2
 # forward took 204 ms in float32 instead of 166, 113 ms in bfloat16 instead of 51.
 CPU_GEAR_STEP_SMALL, CPU_GEAR_SMALL_UNTIL, CPU_GEAR_STEP = 16, 256, 64
+
+
+# Attention warm-up on CPU in half precision: every length up to this one (short texts are the
+# common case), a ladder of lengths above it.
+ATTENTION_WARM_ALL = 512
 
 
 def cpu_gear(n: int) -> int:
@@ -104,7 +102,7 @@ class Placement:
 
     @property
     def onednn_linear(self) -> bool:
-        """Linear layers through oneDNN with fused epilogues (models/linear.py); torch.compile fuses
+        """Linear layers through oneDNN with fused epilogues (models/layers/linear.py); torch.compile fuses
         on its own and cannot trace oneDNN's packed weights."""
         return not self.compile and onednn_linear(self.device, self.dtype)
 
@@ -157,11 +155,6 @@ class Placement:
         elif self.kind == "mps":
             torch.mps.synchronize()
 
-    def kernel_for(self, head_dim: int) -> str:
-        """The attention kernel for a model with this head size: SDPA where the fast one can't."""
-        multiple, most = _HEAD_DIMS.get(self.attention, (1, head_dim))
-        return self.attention if head_dim % multiple == 0 and head_dim <= most else "sdpa"
-
     def gear(self, tokens: int) -> int:
         """Token count a forward pass of `tokens` tokens is padded up to (see pad_lengths)."""
         if self.token_gears:
@@ -196,10 +189,18 @@ class Placement:
 
     def attention_lengths(self, max_len: int) -> list[int]:
         """Sequence lengths whose attention kernels are built at start-up (Model.warm_kernels): on CPU
-        in bfloat16 / float16, where torch's SDPA builds one per length (+115 MB over 1..512)."""
+        in bfloat16 / float16, where torch's SDPA builds one per length (+115 MB over 1..512). Every
+        length up to ATTENTION_WARM_ALL, then a fixed ladder (powers of two and their midpoints): an
+        8k-context model would otherwise build 8192 kernels at start-up."""
         if self.kind != "cpu" or self.dtype == torch.float32:
             return []
-        return list(range(1, max_len + 1))
+        lengths = set(range(1, min(max_len, ATTENTION_WARM_ALL) + 1))
+        n = ATTENTION_WARM_ALL
+        while n < max_len:
+            lengths.update(x for x in (n + n // 2, 2 * n) if x <= max_len)
+            n *= 2
+        lengths.add(max_len)
+        return sorted(lengths)
 
     def kernel_gears(self, max_tokens: int) -> list[int]:
         """Token counts whose oneDNN kernels are built at start-up (Model.warm_kernels): every CPU
@@ -424,7 +425,7 @@ def _cuda_kernel_works(kernel: str, device: torch.device, dtype: torch.dtype) ->
     if dtype not in (torch.float16, torch.bfloat16):
         return False  # the varlen flash kernels are half-precision only
     try:
-        from .models.attention_cuda import self_test
+        from .models.attention.cuda import self_test
 
         return self_test(kernel, device, dtype)
     except Exception as exc:
@@ -509,7 +510,7 @@ def _int8_problem(device: torch.device) -> str | None:
 
 
 def onednn_linear(device: torch.device, dtype: torch.dtype) -> bool:
-    """Whether linear layers run through oneDNN with fused epilogues (models/linear.py): x86 CPUs,
+    """Whether linear layers run through oneDNN with fused epilogues (models/layers/linear.py): x86 CPUs,
     in float32 always, in bfloat16 / float16 where the CPU has those instructions."""
     if device.type != "cpu" or not torch.backends.mkldnn.is_available():
         return False

@@ -125,7 +125,7 @@ class Batcher:
 
     def execute(self, batch: list[_Item]) -> None:
         start = time.perf_counter()
-        # Equal lengths side by side: CPU attention runs each length as one call (models/packed.py).
+        # Equal lengths side by side: CPU attention runs each length as one call (models/attention/plan.py).
         batch.sort(key=lambda it: len(it.ids))
         lengths = [len(it.ids) for it in batch]
         if self.observer is not None:

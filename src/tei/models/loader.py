@@ -1,4 +1,4 @@
-"""Build a runnable model from a folder: architecture registry, weights, pooling, Dense layers, heads."""
+"""Build a runnable model from a folder: the family's encoder and heads, weights, pooling, Dense layers."""
 from __future__ import annotations
 
 import dataclasses
@@ -9,27 +9,15 @@ import torch
 from torch import nn
 
 from ..devices import Placement, chunks
-from . import bert, distilbert, splade
-from .linear import Linear, use_int8, use_onednn
-from .packed import AttentionPlan, PackedBatch, pool
+from . import splade
+from .attention import AttentionPlan, choose
+from .batch import PackedBatch
+from .layers import Linear, use_int8, use_onednn
+from .pooling import pool
 from .spec import SPLADE_ACTIVATIONS, DenseSpec, ModelSpec
 from .weights import Weights, load_state_dict
 
 log = logging.getLogger(__name__)
-
-# config.json `model_type` → module with PREFIXES, build(weights, cfg, attention, classifier) and
-# mlm_head(weights, cfg) (SPLADE)
-ARCHITECTURES = {
-    "bert": bert,
-    "roberta": bert,
-    "xlm-roberta": bert,
-    "camembert": bert,
-    "distilbert": distilbert,
-}
-
-
-class UnsupportedModel(ValueError):
-    pass
 
 
 @dataclasses.dataclass
@@ -55,24 +43,19 @@ class Model:
     """Tensors in, numpy out. Knows nothing about requests."""
 
     def __init__(self, spec: ModelSpec, placement: Placement):
-        arch = ARCHITECTURES.get(spec.model_type)
-        if arch is None:
-            raise UnsupportedModel(
-                f"Model type `{spec.model_type}` is not supported; supported: {', '.join(sorted(ARCHITECTURES))}."
-            )
+        family = spec.family.load()
         self.spec = spec
         self.placement = placement
-        weights = Weights(load_state_dict(spec.folder), arch.PREFIXES, placement.dtype, placement.device)
-        classifier = spec.kind != "embedding"
+        weights = Weights(load_state_dict(spec.folder), family.PREFIXES, placement.dtype, placement.device)
         cfg = spec.config
-        self.hidden_size = int(cfg.get("hidden_size", cfg.get("dim")))
-        heads = int(cfg.get("num_attention_heads", cfg.get("n_heads", 1)))
-        self.attention = placement.kernel_for(self.hidden_size // heads)
-        self.encoder, self.head = arch.build(weights, spec.config, self.attention, classifier)
-        if self.head is not None:
-            self.head.to(placement.head_dtype)
+        self.encoder = family.encoder(weights, cfg)
+        self.hidden_size = self.encoder.hidden_size
+        self.attention = choose(placement.attention, self.encoder.needs)
+        self.head = family.classifier(weights, cfg).to(placement.head_dtype) if spec.kind != "embedding" else None
+        self.mlm = family.mlm_head(weights, cfg).to(placement.head_dtype) if spec.pooling == "splade" else None
+        weights.ignore(*family.IGNORED)
+        weights.check_all_used(spec.family.name)
         self.dense = nn.ModuleList(Dense(d, placement) for d in spec.dense)
-        self.mlm = arch.mlm_head(weights, cfg).to(placement.head_dtype) if spec.pooling == "splade" else None
         self.encoder.eval()
         if placement.int8:
             use_int8(self.encoder)
@@ -90,12 +73,12 @@ class Model:
     @torch.inference_mode()
     def forward(self, batch: PackedBatch, want_hidden: bool = False) -> ModelOutput:
         self.placement.prepare_forward(len(batch.input_ids))
-        hidden = self.encoder(batch)
-        real = batch.num_seqs - batch.pad_seqs
+        hidden = self.encoder(batch, AttentionPlan(batch, self.attention))
+        real = batch.real_seqs
         out = ModelOutput()
         if self.head is not None:
-            cls = pool(hidden, batch, "cls")[:real]
-            out.logits = self.head(cls.to(self.placement.head_dtype)).float().cpu().numpy()
+            pooled = pool(hidden, batch, self.head.pooling)[:real]
+            out.logits = self.head(pooled.to(self.placement.head_dtype)).float().cpu().numpy()
             return out
         if self.mlm is not None:
             pooled = splade.pool(hidden.to(self.placement.head_dtype), batch, self.mlm, real,
@@ -114,19 +97,27 @@ class Model:
         """Build the kernels batches will need, once, at start-up (devices.Placement.kernel_gears and
         attention_lengths): the first encoder layer once per token count, in sequences of 16 tokens
         that keep attention cheap (every layer and every later batch of that size reuses the linear
-        layers' kernels); then attention alone once per sequence length."""
+        layers' kernels); then attention alone once per sequence length, for each kind of attention
+        the model has (ModernBERT's local and global layers differ)."""
         self.placement.prepare_forward(0)
         first = self.encoder.layers[0]
         dtype, device = self.placement.dtype, self.placement.device
         for tokens in token_counts:
-            ids = np.zeros(tokens, dtype=np.int32)
-            batch = self.make_batch(ids, ids, chunks(tokens, 16))
+            batch = self._dummy_batch(chunks(tokens, 16))
             first(torch.zeros(len(batch.input_ids), self.hidden_size, dtype=dtype, device=device),
                   AttentionPlan(batch, self.attention))
+        kinds = {(a.heads, a.kv_heads, a.head_dim, a.causal, a.window, a.bias): a for a in self.encoder.attention}
         for length in lengths:
-            batch = self.make_batch(np.zeros(length, dtype=np.int32), np.zeros(length, dtype=np.int32), [length])
-            qkv = torch.zeros(len(batch.input_ids), 3 * self.hidden_size, dtype=dtype, device=device)
-            AttentionPlan(batch, self.attention).attend(qkv, first.num_heads)
+            batch = self._dummy_batch([length])
+            plan, tokens = AttentionPlan(batch, self.attention), len(batch.input_ids)  # gears pad the batch
+            for a in kinds.values():
+                q = torch.zeros(tokens, a.heads, a.head_dim, dtype=dtype, device=device)
+                kv = torch.zeros(tokens, a.kv_heads, a.head_dim, dtype=dtype, device=device)
+                plan.attend(q, kv, kv, causal=a.causal, window=a.window, bias=a.bias, scale=a.scale)
+
+    def _dummy_batch(self, lengths: list[int]) -> PackedBatch:
+        ids = np.zeros(sum(lengths), dtype=np.int32)
+        return self.make_batch(ids, ids, lengths)
 
     def make_batch(self, ids: np.ndarray, type_ids: np.ndarray, lengths: list[int]) -> PackedBatch:
         """Host arrays → device tensors; positions restart at `position_offset` for each sequence."""

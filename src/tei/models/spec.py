@@ -7,6 +7,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from .registry import Family, detect
+
 log = logging.getLogger(__name__)
 
 POOLINGS = ("cls", "mean", "last_token", "splade")
@@ -22,7 +24,6 @@ _ST_CONFIG_NAMES = (
     "sentence_xlm-roberta_config.json",
     "sentence_xlnet_config.json",
 )
-_POSITION_OFFSET_TYPES = ("roberta", "xlm-roberta", "camembert")
 
 
 class ModelSpecError(ValueError):
@@ -43,6 +44,7 @@ class ModelSpec:
     folder: Path
     config: dict[str, Any]
     model_type: str
+    family: Family
     kind: str  # "embedding" | "classifier" | "reranker"
     pooling: str | None  # embedding models only
     id2label: dict[str, str] | None
@@ -153,6 +155,7 @@ def read_spec(folder: Path, pooling_override: str | None = None) -> ModelSpec:
     if config is None:
         raise ModelSpecError(f"{folder} has no config.json")
     model_type = config.get("model_type", "")
+    family = detect(config, folder)
     pooling_override = pooling_override.replace("-", "_") if pooling_override else None
     if pooling_override is not None and pooling_override not in POOLINGS:
         raise ModelSpecError(f"Unknown pooling `{pooling_override}`: use cls, mean, splade or last-token.")
@@ -181,12 +184,12 @@ def read_spec(folder: Path, pooling_override: str | None = None) -> ModelSpec:
         if pooling == "splade" and not any(a.endswith("ForMaskedLM") for a in architectures):
             raise ModelSpecError("SPLADE pooling needs a *ForMaskedLM model (config.json `architectures`).")
         if pooling is None:
-            if "bert" not in model_type:
+            if family.default_pooling is None:
                 raise ModelSpecError("No 1_Pooling/config.json found: pass --pooling cls, mean or last-token.")
-            log.warning("No pooling config found: defaulting to CLS pooling")
-            pooling = "cls"
+            log.warning("No pooling config found: defaulting to %s pooling", family.default_pooling)
+            pooling = family.default_pooling
 
-    position_offset = int(config.get("pad_token_id", 1)) + 1 if model_type in _POSITION_OFFSET_TYPES else 0
+    position_offset = family.position_offset(config)
     max_input_length = _st_max_seq_length(folder)
     if max_input_length is None:
         positions = config.get("max_position_embeddings", config.get("max_trained_positions"))
@@ -203,6 +206,7 @@ def read_spec(folder: Path, pooling_override: str | None = None) -> ModelSpec:
         folder=folder,
         config=config,
         model_type=model_type,
+        family=family,
         kind=kind,
         pooling=pooling,
         id2label=id2label,

@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .linear import Linear
-from .packed import PackedBatch, make_layer_norm
+from .batch import PackedBatch
+from .layers import Linear, layer_norm
 from .weights import Weights
 
 # Rows of logits computed at once: a [rows, vocabulary] block stays near 60 MB for a 30k vocabulary.
@@ -24,7 +24,7 @@ class MaskedLMHead(nn.Module):
     def __init__(self, w: Weights, names: dict[str, str], activation: str, eps: float):
         super().__init__()
         self.dense = Linear(w.get(f"{names['dense']}.weight"), w.get(f"{names['dense']}.bias"), activation)
-        self.norm = make_layer_norm(w.get(f"{names['norm']}.weight"), w.get(f"{names['norm']}.bias"), eps)
+        self.norm = layer_norm(w, names["norm"], eps)
         # The decoder is usually tied to the word embeddings, and then not stored on its own.
         decoder = names["decoder"] + ".weight"
         weight = w.get(decoder) if w.has(decoder) else w.get("embeddings.word_embeddings.weight")

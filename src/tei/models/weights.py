@@ -1,6 +1,8 @@
-"""Read checkpoint tensors: safetensors (single or sharded), `pytorch_model.bin` as a fallback."""
+"""Read checkpoint tensors: safetensors (single or sharded), `pytorch_model.bin` as a fallback; and
+the name lookup that families load through, which also proves every tensor was used."""
 from __future__ import annotations
 
+import fnmatch
 import json
 import logging
 from pathlib import Path
@@ -8,6 +10,10 @@ from pathlib import Path
 import torch
 
 log = logging.getLogger(__name__)
+
+
+class WeightsError(ValueError):
+    pass
 
 
 def load_state_dict(folder: Path) -> dict[str, torch.Tensor]:
@@ -35,6 +41,8 @@ class Weights:
 
     A `BertModel` saved by sentence-transformers has bare names (`embeddings.…`); a
     `BertForSequenceClassification` nests them under `bert.`; old checkpoints use `gamma`/`beta`.
+    Every lookup is recorded, so `check_all_used` can refuse a checkpoint with tensors the family
+    did not read (a forgotten bias or norm would otherwise load silently and compute wrong numbers).
     """
 
     def __init__(self, state: dict[str, torch.Tensor], prefixes: tuple[str, ...], dtype: torch.dtype, device):
@@ -42,6 +50,7 @@ class Weights:
         self.prefixes = ("",) + tuple(p + "." for p in prefixes)
         self.dtype = dtype
         self.device = device
+        self.used: set[str] = set()
 
     @staticmethod
     def _modernize(name: str) -> str:
@@ -60,8 +69,32 @@ class Weights:
     def has(self, name: str) -> bool:
         return self.find(name) is not None
 
-    def get(self, name: str) -> torch.Tensor:
+    def raw(self, name: str) -> torch.Tensor:
+        """The stored tensor, as stored (dtype and device untouched)."""
         key = self.find(name)
         if key is None:
-            raise KeyError(f"Weight `{name}` not found in checkpoint")
-        return self.state[key].to(device=self.device, dtype=self.dtype)
+            raise WeightsError(f"Weight `{name}` not found in the checkpoint")
+        self.used.add(key)
+        return self.state[key]
+
+    def get(self, name: str, dtype: torch.dtype | None = None) -> torch.Tensor:
+        return self.raw(name).to(device=self.device, dtype=dtype or self.dtype)
+
+    def optional(self, name: str) -> torch.Tensor | None:
+        return self.get(name) if self.has(name) else None
+
+    def ignore(self, *patterns: str) -> None:
+        """Mark tensors as deliberately unused (fnmatch patterns, tried with each prefix)."""
+        for key in self.state:
+            for prefix in self.prefixes:
+                if key.startswith(prefix) and any(fnmatch.fnmatchcase(key[len(prefix):], p) for p in patterns):
+                    self.used.add(key)
+
+    def check_all_used(self, family: str) -> None:
+        unused = sorted(k for k in self.state if k not in self.used)
+        if unused:
+            more = f" (and {len(unused) - 1} more)" if len(unused) > 1 else ""
+            raise WeightsError(
+                f"The checkpoint has weight `{unused[0]}`{more} that the `{family}` model code does not use: "
+                "this checkpoint does not match the architecture its config.json declares."
+            )

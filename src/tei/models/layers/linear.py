@@ -109,6 +109,11 @@ class Linear(nn.Module):
         return f"{self.in_features} → {self.out_features}, activation={self.activation}, {kind}"
 
 
+def linear(w, prefix: str, activation: str | None = None, bias: bool = True) -> Linear:
+    """The Linear stored at `prefix` of a checkpoint (`.weight`, and `.bias` unless the layer has none)."""
+    return Linear(w.get(f"{prefix}.weight"), w.get(f"{prefix}.bias") if bias else None, activation)
+
+
 def concatenated(*parts: tuple[torch.Tensor, torch.Tensor | None]) -> Linear:
     """One Linear whose output is the concatenation of several (q, k, v → qkv)."""
     weight = torch.cat([w for w, _ in parts], 0)
@@ -124,14 +129,11 @@ def use_onednn(*modules: nn.Module | None) -> None:
                 layer.use_onednn()
 
 
-# The encoder layers' linears that --dtype int8 quantizes. The FFN's down projection stays in float32:
-# its input, the GELU output, has outliers that per-tensor int8 cannot hold (all-MiniLM-L6-v2: min cos
-# 0.93 vs 0.99).
-ENCODER_INT8_LINEARS = ("qkv", "attn_out", "up")
-
-
 def use_int8(encoder: nn.Module) -> None:
-    """Quantize the linear layers each encoder layer lists in INT8_LINEARS."""
+    """Quantize the linear layers each module lists in INT8_LINEARS (attention's q/k/v and output
+    projections, the MLP's up projection). The MLP's down projection stays in float32: its input,
+    the GELU output, has outliers that per-tensor int8 cannot hold (all-MiniLM-L6-v2: min cos 0.93
+    vs 0.99)."""
     for layer in encoder.modules():
         for name in getattr(layer, "INT8_LINEARS", ()):
             getattr(layer, name).use_int8()
