@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from tei.app import build_engine
-from tei.settings import Settings
+from tei.settings import ModelSettings
 
 
 # TEI_TEST_DEVICE=cuda reruns the CPU parity tests on a GPU, in float32 so the CPU bars still hold.
@@ -14,7 +14,9 @@ TEST_DEVICE = os.environ.get("TEI_TEST_DEVICE", "cpu")
 
 
 def engine_for(folder: Path | str, **settings):
-    return build_engine(Settings(model_id=str(folder), device=TEST_DEVICE, **{"dtype": "float32", **settings}))
+    return build_engine(
+        ModelSettings.from_options(model_id=str(folder), device=TEST_DEVICE, **{"dtype": "float32", **settings})
+    )
 
 
 def run(coro):

@@ -21,7 +21,8 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    def __init__(self, *args: str, env: dict | None = None, startup_timeout: float = 120.0):
+    # Generous: on a 2-core machine shared with other suites, warm-up alone has taken over 2 minutes.
+    def __init__(self, *args: str, env: dict | None = None, startup_timeout: float = 300.0):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.args = [str(ROUTER), "--hostname", "127.0.0.1", "--port", str(self.port), *args]

@@ -210,6 +210,6 @@ def test_schemathesis_finds_no_server_error(models_dir, tmp_path):
     assert proc.returncode == 0, report
     assert "No issues found" in proc.stdout, report
     # The cases got past the API key to the model: some were answered, some refused as invalid.
-    assert re.search(r'^te_request_success\{method="batch"\} [1-9]', scraped, re.M), scraped
-    assert re.search(r'^te_request_failure\{err="validation"\} [1-9]', scraped, re.M), scraped
+    assert re.search(r'^te_request_success\{method="batch",model="[^"]+"\} [1-9]', scraped, re.M), scraped
+    assert re.search(r'^te_request_failure\{err="validation",model="[^"]+"\} [1-9]', scraped, re.M), scraped
     print(re.search(r"Test cases:\s+\d+ generated.*", proc.stdout).group(0))

@@ -18,17 +18,25 @@ MAX_LENGTH = 32
 def server(models_dir):
     folder = tiny_embedder(models_dir, MAX_LENGTH)
     with ServerProcess("--model-id", str(folder), "--max-concurrent-requests", "2", "--max-client-batch-size", "4",
-                       "--max-batch-tokens", "1024", "--api-key", "k") as proc:
+                       "--max-batch-tokens", "1024", "--api-key", "k", "--served-model-name", "tiny") as proc:
         yield proc
 
 
-def _scrape(url: str) -> tuple[str, dict]:
+MODEL_LABEL = re.compile(r',?model="([^"]*)"')
+
+
+def _scrape(url: str, model: str | None = None) -> tuple[str, dict]:
+    """The samples by name and labels, without the `model` label; every te_* sample must carry it
+    (and name `model`, when given)."""
     r = httpx.get(url + "/metrics", timeout=10)  # no key: TEI leaves /metrics open
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
     values = {}
     for line in r.text.splitlines():
         if line and not line.startswith("#"):
             name, value = line.rsplit(" ", 1)
+            labels = MODEL_LABEL.findall(name)
+            assert len(labels) == 1 and (model is None or labels == [model]), line
+            name = _without_model(name)
             values[name] = float(value)
     return r.text, values
 
@@ -42,7 +50,7 @@ def test_requests_successes_and_failures_by_cause(server):
     assert http.post("/embed", json={"inputs": "word " * 100, "truncate": False}).status_code == 422
     assert http.post("/embed", json={"inputs": "hi", "dimensions": 0}).status_code == 422
     assert http.post("/decode", json={"ids": [10**9]}).status_code == 422
-    text, v = _scrape(server.url)
+    text, v = _scrape(server.url, model="tiny")
 
     assert v['te_request_count{method="single"}'] == 3  # "one", the too-long text, dimensions
     assert v['te_request_count{method="batch"}'] == 3
@@ -63,8 +71,14 @@ def test_requests_successes_and_failures_by_cause(server):
     assert "te_queue_size" in v
 
 
+def _without_model(text: str) -> str:
+    return MODEL_LABEL.sub("", text).replace("{,", "{").replace("{}", "")
+
+
 def test_exposition_is_teis(server):
-    text, v = _scrape(server.url)
+    text, v = _scrape(server.url, model="tiny")
+    assert 'le="+Inf",model="tiny"}' in text or 'model="tiny",le="+Inf"}' in text
+    text = _without_model(text)
     # Counters carry no `_total` suffix and there are no `_created` samples, as with TEI's exporter.
     assert "_total" not in text and "_created" not in text
     types = dict(re.findall(r"^# TYPE (\S+) (\S+)$", text, re.M))
@@ -94,14 +108,19 @@ def test_exposition_is_teis(server):
 
 def test_separate_prometheus_listener():
     """What the gRPC mode serves on --prometheus-port: the same text on every path."""
-    metrics.REQUEST_FAILURE.labels("tokenization").inc()
+    from tei.engine.engine import Usage
+    from tei.engine.errors import TokenizerError
+
+    recorder = metrics.Metrics("m", MAX_LENGTH)
+    recorder.request_failed(TokenizerError("x"))
+    recorder.request_succeeded("single", Usage())
     port = free_port()
     listener = metrics.start_prometheus_listener(port, "127.0.0.1")
     try:
         for path in ("/metrics", "/"):
             r = httpx.get(f"http://127.0.0.1:{port}{path}", timeout=10)
             assert r.status_code == 200 and r.headers["content-type"] == metrics.CONTENT_TYPE
-            assert 'te_request_failure{err="tokenization"}' in r.text
+            assert 'te_request_failure{err="tokenization",model="m"}' in r.text
             assert "# TYPE te_request_duration histogram" in r.text
     finally:
         listener.shutdown()
@@ -113,10 +132,11 @@ def test_engine_counts_wrong_model_type_whatever_the_transport(models_dir):
 
     from tei.engine.errors import WrongModelType
 
-    def value(name, **labels):
-        return metrics.REGISTRY.get_sample_value(name, labels) or 0.0
-
     engine = engine_for(tiny_embedder(models_dir, MAX_LENGTH))
+
+    def value(name, **labels):
+        return metrics.REGISTRY.get_sample_value(name, {**labels, "model": engine.name}) or 0.0
+
     try:
         before = value("te_request_failure_total", err="model_type")
         count = value("te_request_count_total", method="batch")

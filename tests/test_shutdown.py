@@ -14,13 +14,13 @@ from server_process import ServerProcess
 
 from tei import metrics
 from tei.server.app import create_app
-from tei.settings import Settings
+from tei.settings import ModelSettings, ServerSettings
 
 
 def _queued(url: str) -> float:
     for line in httpx.get(url + "/metrics", timeout=10).text.splitlines():
-        if line.startswith("te_queue_size "):
-            return float(line.split()[1])
+        if line.startswith("te_queue_size{"):  # one series per served model
+            return float(line.rsplit(" ", 1)[1])
     return 0.0
 
 
@@ -90,10 +90,10 @@ def faulty(models_dir):
         return out
 
     engine.model.forward = failing_forward
-    app = create_app(engine, Settings(model_id=str(folder), device="cpu", max_batch_requests=1))
+    app = create_app(engine, ServerSettings.single(ModelSettings.from_options(model_id=str(folder))))
     try:
         with ThreadedServer(app) as server:
-            yield server, state
+            yield server, state, engine.name
     finally:
         engine.close()
 
@@ -102,8 +102,9 @@ BACKEND_ERROR = {"error": "Backend error: inference failed: injected fault", "er
 
 
 def test_failing_batch_fails_only_its_requests(faulty):
-    server, _ = faulty
-    before = metrics.REGISTRY.get_sample_value("te_request_failure_total", {"err": "inference"}) or 0
+    server, _, name = faulty
+    failures = {"err": "inference", "model": name}
+    before = metrics.REGISTRY.get_sample_value("te_request_failure_total", failures) or 0
     with httpx.Client(base_url=server.url, timeout=60) as http:
         r = http.post("/embed", json={"inputs": "please explode now"})
         assert r.status_code == 424 and r.json() == BACKEND_ERROR
@@ -127,12 +128,12 @@ def test_failing_batch_fails_only_its_requests(faulty):
                 assert resp.status_code == 200, (text, resp.text)
         assert http.get("/health").status_code == 200  # one bad batch does not make the server unhealthy
         assert http.post("/embed", json={"inputs": ["still", "serving"]}).status_code == 200
-    after = metrics.REGISTRY.get_sample_value("te_request_failure_total", {"err": "inference"})
+    after = metrics.REGISTRY.get_sample_value("te_request_failure_total", failures)
     assert after == before + 2
 
 
 def test_health_is_503_while_the_backend_is_broken(faulty):
-    server, state = faulty
+    server, state, _ = faulty
     with httpx.Client(base_url=server.url, timeout=60) as http:
         assert http.get("/health").status_code == 200
         state["broken"] = True
@@ -149,7 +150,7 @@ def test_health_is_503_while_the_backend_is_broken(faulty):
 
 def test_a_model_answering_garbage_fails_its_batch_and_serving_goes_on(faulty):
     """The failure comes after the forward pass, where the inference thread hands out results."""
-    server, _ = faulty
+    server, _, _ = faulty
     with httpx.Client(base_url=server.url, timeout=60) as http:
         r = http.post("/embed", json={"inputs": "garbage"})
         assert r.status_code == 424 and r.json()["error_type"] == "Backend"

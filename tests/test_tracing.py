@@ -66,16 +66,17 @@ def test_spans_reach_the_collector_with_parent_links(models_dir, collector):
 def test_tracing_off_loads_no_sdk_and_adds_no_middleware(models_dir):
     code = f"""
 import sys
-from tei.app import build_engine
+from tei.app import build_engines
 from tei.server.app import create_app
-from tei.settings import Settings
+from tei.settings import ModelSettings, ServerSettings
 from tei import tracing
-settings = Settings(model_id={str(tiny_embedder(models_dir))!r}, device="cpu", max_batch_tokens=1024)
-engine = build_engine(settings)
-app = create_app(engine, settings)
+settings = ServerSettings.single(ModelSettings.from_options(
+    model_id={str(tiny_embedder(models_dir))!r}, device="cpu", max_batch_tokens=1024))
+engines = build_engines(settings)
+app = create_app(engines, settings)
 names = [m.cls.__name__ for m in app.user_middleware]
 print(tracing.tracer is None, "opentelemetry.sdk" in sys.modules, "RequestSpans" in names)
-engine.close()
+engines.close()
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr

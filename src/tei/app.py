@@ -1,4 +1,5 @@
-"""Start-up: settings → device → model folder → spec → weights → engine → warm-up → HTTP server."""
+"""Start-up: settings → per model: device → model folder → spec → weights → engine → warm-up; then the
+Engines registry → HTTP (and/or gRPC) server."""
 from __future__ import annotations
 
 import functools
@@ -9,7 +10,7 @@ import sys
 import time
 
 from . import tracing
-from .settings import Settings
+from .settings import ModelSettings, ServerSettings
 
 log = logging.getLogger("tei")
 
@@ -51,7 +52,7 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(line, default=str).decode()
 
 
-def setup_logging(settings: Settings) -> None:
+def setup_logging(settings: ServerSettings) -> None:
     handler = logging.StreamHandler(sys.stderr)
     if settings.json_output:
         handler.setFormatter(JsonFormatter(spans=not settings.disable_spans))
@@ -62,16 +63,18 @@ def setup_logging(settings: Settings) -> None:
     root.setLevel(settings.log_level.upper() if settings.log_level.upper() in logging._nameToLevel else "INFO")
 
 
-def build_engine(settings: Settings):
-    """Everything that can fail at start-up, in TEI's order. Raises StartupError with one sentence."""
+def build_engine(settings: ModelSettings, loaded: dict | None = None):
+    """Everything that can fail at start-up, in TEI's order. Raises StartupError with one sentence.
+
+    `loaded` maps what a Model was built from (folder, pooling, device, dtype, compile) to it: a model
+    served twice under two names is then loaded once, and its two Engines share the weights."""
     from .devices import DeviceError, place
-    from .engine.engine import Engine, EngineConfig
+    from .engine.engine import Engine
     from .models.hub import ModelNotFound, resolve_model_dir
     from .models.loader import Model
     from .models.registry import UnsupportedModel
     from .models.spec import ModelSpecError, read_spec, tokenizer_json
 
-    _log_accepted_flags(settings)
     try:
         placement = place(_device(settings), settings.dtype, compile=settings.torch_compile)
         placement.activate()
@@ -95,26 +98,18 @@ def build_engine(settings: Settings):
             from .engine.tokenization import appending
 
             tokenizer_text = appending(tokenizer_text, spec.appended_token)
-        model = placement.build(Model, spec, placement)
-        log.info("Starting model backend on %s (%s): %s, attention: %s%s", placement.device, placement.name,
-                 placement.dtype_name, model.attention, ", torch.compile" if placement.compile else "")
-        engine = Engine(
-            spec,
-            model,
-            tokenizer_text,
-            EngineConfig(
-                max_concurrent_requests=settings.max_concurrent_requests,
-                max_batch_tokens=settings.max_batch_tokens,
-                max_batch_requests=settings.max_batch_requests,
-                max_client_batch_size=settings.max_client_batch_size,
-                auto_truncate=settings.auto_truncate,
-                tokenization_workers=settings.tokenization_workers,
-                default_prompt=settings.default_prompt,
-                default_prompt_name=settings.default_prompt_name,
-                auto_chunk=settings.auto_chunk,
-                warmup_tokens=settings.warmup_tokens,
-            ),
-        )
+        key = (str(folder.resolve()), spec.pooling, spec.kind, spec.adapter, spec.family.name, str(placement.device),
+               placement.dtype_name, placement.compile)
+        model = (loaded or {}).get(key)
+        if model is None:
+            model = placement.build(Model, spec, placement)
+            log.info("Starting model backend on %s (%s): %s, attention: %s%s", placement.device, placement.name,
+                     placement.dtype_name, model.attention, ", torch.compile" if placement.compile else "")
+            if loaded is not None:
+                loaded[key] = model
+        else:
+            log.info("Sharing the weights already loaded from %s", folder)
+        engine = Engine(spec, model, tokenizer_text, settings.engine, name=settings.name)
     except (DeviceError, ModelNotFound, ModelSpecError, UnsupportedModel, FileNotFoundError, KeyError, ValueError) as exc:
         raise StartupError(str(exc)) from None
     log.info("Warming up model")
@@ -122,11 +117,35 @@ def build_engine(settings: Settings):
     return engine
 
 
+def build_engines(settings: ServerSettings):
+    """Every served model, loaded one after another; the first that cannot load stops start-up,
+    named in the one-line error when there are several."""
+    from .engine.engines import Engines, check_unique
+
+    check_unique([model.name for model in settings.models])  # before minutes of loading, not after
+    loaded: dict = {}
+    served = []
+    try:
+        for i, model in enumerate(settings.models, 1):
+            if len(settings.models) > 1:
+                log.info("Loading model %d of %d: %s (%s)", i, len(settings.models), model.name,
+                         model.model_id or "bundled")
+            try:
+                served.append((model, build_engine(model, loaded)))
+            except StartupError as exc:
+                raise StartupError(f"model `{model.name}`: {exc}" if len(settings.models) > 1 else str(exc)) from None
+        return Engines(served)
+    except BaseException:
+        for _, engine in served:
+            engine.close()
+        raise
+
+
 class StartupError(RuntimeError):
     pass
 
 
-def _family_dtype(spec, placement, settings: Settings):
+def _family_dtype(spec, placement, settings: ModelSettings):
     """A family whose numbers break in float16 (EmbeddingGemma) refuses it, and runs its own default
     dtype when --dtype is unset (float32 on every device, as TEI does for Gemma3)."""
     from .devices import place
@@ -141,7 +160,7 @@ def _family_dtype(spec, placement, settings: Settings):
     return placement
 
 
-def _device(settings: Settings) -> str | None:
+def _device(settings: ModelSettings) -> str | None:
     """--device-id N picks the Nth accelerator: cuda:N (npu:N with --device npu); ignored on CPU."""
     device, index = settings.device, settings.device_id
     if index is None or (device and ":" in device):
@@ -157,7 +176,7 @@ def _device(settings: Settings) -> str | None:
     return device
 
 
-def _log_accepted_flags(settings: Settings) -> None:
+def _log_accepted_flags(settings: ServerSettings) -> None:
     if settings.onnx_filename:
         log.info("--onnx-filename %s ignored: this server runs the PyTorch weights", settings.onnx_filename)
     if settings.usage_stats:
@@ -165,14 +184,15 @@ def _log_accepted_flags(settings: Settings) -> None:
                  settings.usage_stats)
 
 
-def run(settings: Settings) -> int:
+def run(settings: ServerSettings) -> int:
     setup_logging(settings)
     log.info("Args %s", _redacted(settings))
+    _log_accepted_flags(settings)
     if settings.otlp_endpoint:
         tracing.setup(settings.otlp_endpoint, settings.otlp_service_name)
     try:
-        engine = build_engine(settings)
-    except StartupError as exc:
+        engines = build_engines(settings)
+    except (StartupError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)  # the one line a user needs; no traceback
         tracing.shutdown()
         return 1
@@ -180,20 +200,20 @@ def run(settings: Settings) -> int:
         if settings.grpc:
             from .grpc.server import serve
 
-            return serve(engine, settings)
+            return serve(engines, settings)
         from .server.app import create_app
 
-        serve_http(create_app(engine, settings), engine, settings)
+        serve_http(create_app(engines, settings), engines, settings)
         return 0
     finally:
-        engine.close()
+        engines.close()
         tracing.shutdown()
 
 
 GRACEFUL_SHUTDOWN_S = 30
 
 
-def serve_http(app, engine, settings: Settings) -> None:
+def serve_http(app, engines, settings: ServerSettings) -> None:
     """Serve until SIGTERM or SIGINT, then stop accepting, let in-flight requests finish (up to
     GRACEFUL_SHUTDOWN_S) and return, so the process exits 0."""
     import uvicorn
@@ -234,7 +254,7 @@ def serve_http(app, engine, settings: Settings) -> None:
     if settings.grpc_port is not None:
         from .grpc.server import attach
 
-        attach(server, engine, settings)
+        attach(server, engines, settings)
     server.run()
 
 
@@ -242,11 +262,12 @@ def _ignore(signum, frame) -> None:
     pass
 
 
-def _redacted(settings: Settings) -> str:
+def _redacted(settings: ServerSettings) -> str:
     import dataclasses
 
     fields = dataclasses.asdict(settings)
-    for key in ("hf_token", "api_key"):
-        if fields.get(key):
-            fields[key] = "***"
+    for entry in (fields, *fields["models"]):
+        for key in ("hf_token", "api_key"):
+            if entry.get(key):
+                entry[key] = "***"
     return str(fields)

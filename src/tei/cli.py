@@ -1,4 +1,5 @@
-"""`text-embeddings-router`: TEI's flags and environment variables → Settings → serve."""
+"""`text-embeddings-router`: TEI's flags and environment variables (and a models file) → ServerSettings with
+one ModelSettings per served model → serve."""
 from __future__ import annotations
 
 import argparse
@@ -6,7 +7,7 @@ import os
 import sys
 
 from . import __version__
-from .settings import Settings, default_tokenization_workers
+from .settings import ModelSettings, ServerSettings, default_tokenization_workers
 
 _FALSE = {"false", "0", "no", "off", "n", "f", ""}
 NOT_YET = "(accepted for TEI compatibility; not implemented yet)"
@@ -60,14 +61,18 @@ class _EnvDefaults(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     p = _EnvDefaults(prog="text-embeddings-router", description="Text Embedding Webserver")
     p.add_argument("-V", "--version", action="version", version=f"text-embeddings-router {__version__}")
-    p.add("--model-id", help="Hub model id or local folder. Default: the bundled all-MiniLM-L6-v2")
+    p.add("--model-id", action=_InOrder,
+          help="Hub model id or local folder; repeat it to serve several models. Default: the bundled all-MiniLM-L6-v2")
+    p.add("--models", help="YAML file listing the models to serve, each with its own options (see README)")
     p.add("--revision", help="Hub revision (branch, tag or commit), e.g. refs/pr/2")
     p.add("--tokenization-workers", type=int, default=default_tokenization_workers(),
           help="Number of tokenizer threads")
     p.add("--dtype", choices=["float32", "float16", "bfloat16", "int8"],
           help="Model dtype. Default: float16 on CUDA/NPU, float32 on CPU/MPS. bfloat16 is the fast choice on "
           "CPUs with AVX512-BF16 or AMX; int8 (CPU only) quantizes the encoder's linear layers dynamically")
-    p.add("--served-model-name", help="Model name reported by /info and the OpenAI route")
+    p.add("--served-model-name", action=_InOrder,
+          help="Model name reported by /info and the OpenAI route, and used to route to it; one per --model-id, "
+          "given after it (or all in the same order)")
     p.add("--pooling", choices=["cls", "mean", "splade", "last-token", "last_token"],
           help="Override the sentence-transformers pooling (splade: *ForMaskedLM models, /embed_sparse)")
     p.add("--model-kind", choices=["auto", "embedding", "reranker"], default="auto",
@@ -123,7 +128,77 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def parse_settings(argv: list[str] | None = None) -> Settings:
+class _InOrder(argparse.Action):
+    """--model-id and --served-model-name keep the order they came in: a name names the model before it."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        order = getattr(namespace, "model_flags", None) or []
+        namespace.model_flags = [*order, (self.dest, values)]
+
+
+def _named_models(args) -> list[tuple[str | None, str | None]]:
+    """(model id, served name) pairs from the repeated flags (or MODEL_ID / SERVED_MODEL_NAME)."""
+    flags = getattr(args, "model_flags", None) or []
+    ids = [v for dest, v in flags if dest == "model_id"] or [args.model_id or None]
+    named = [v for dest, v in flags if dest == "served_model_name"]
+    names = named or ([args.served_model_name] if args.served_model_name else [])
+    if len(names) == len(ids):
+        return list(zip(ids, names))
+    if len(names) > len(ids):
+        raise ValueError(f"{len(names)} --served-model-name for {len(ids)} --model-id")
+    pairs: list[list] = [[model_id, None] for model_id in ids]
+    current = -1
+    for dest, value in flags:  # fewer names than models: each names the --model-id before it
+        if dest == "model_id":
+            current += 1
+        elif pairs[max(current, 0)][1] is not None:
+            raise ValueError(f"--model-id {pairs[max(current, 0)][0]} is given two --served-model-name")
+        else:
+            pairs[max(current, 0)][1] = value
+    return [tuple(pair) for pair in pairs]
+
+
+def _model_options(args) -> dict:
+    """The per-model flags: given once, they apply to every model (a models file entry overrides them)."""
+    return dict(
+        revision=args.revision,
+        tokenization_workers=max(1, args.tokenization_workers),
+        dtype=args.dtype,
+        pooling=args.pooling,
+        max_concurrent_requests=args.max_concurrent_requests,
+        max_batch_tokens=args.max_batch_tokens,
+        max_batch_requests=args.max_batch_requests,
+        max_client_batch_size=args.max_client_batch_size,
+        auto_truncate=bool(args.auto_truncate),
+        default_prompt_name=args.default_prompt_name,
+        default_prompt=args.default_prompt,
+        hf_token=args.hf_token or args.hf_api_token or _hf_token_from_file(),
+        huggingface_hub_cache=args.huggingface_hub_cache,
+        device=args.device,
+        device_id=args.device_id,
+        torch_compile=args.torch_compile,
+        model_kind=args.model_kind,
+        backend=None if args.backend == "auto" else args.backend,
+        trust_remote_code=args.trust_remote_code,
+        auto_chunk=args.auto_chunk,
+        warmup_tokens=args.warmup_tokens,
+    )
+
+
+def _models(args) -> tuple[ModelSettings, ...]:
+    base = _model_options(args)
+    if args.models:
+        if getattr(args, "model_flags", None):
+            raise ValueError("--models and --model-id / --served-model-name cannot be used together")
+        from .models_file import read_models_file
+
+        return tuple(ModelSettings.from_options(**{**base, **entry}) for entry in read_models_file(args.models))
+    return tuple(ModelSettings.from_options(**base, model_id=model_id, served_model_name=name)
+                 for model_id, name in _named_models(args))
+
+
+def parse_settings(argv: list[str] | None = None) -> ServerSettings:
+    """Raises ValueError with one sentence when the model flags or the models file do not add up."""
     args = build_parser().parse_args(argv)
     hostname = args.hostname
     try:
@@ -133,27 +208,10 @@ def parse_settings(argv: list[str] | None = None) -> Settings:
     except ValueError:
         # TEI parses --hostname as an IP; Docker sets HOSTNAME to a container name, so fall back.
         hostname = "0.0.0.0"
-    return Settings(
-        model_id=args.model_id or None,
-        revision=args.revision,
-        tokenization_workers=max(1, args.tokenization_workers),
-        dtype=args.dtype,
-        served_model_name=args.served_model_name,
-        pooling=args.pooling,
-        model_kind=args.model_kind,
-        max_concurrent_requests=args.max_concurrent_requests,
-        max_batch_tokens=args.max_batch_tokens,
-        max_batch_requests=args.max_batch_requests,
-        max_client_batch_size=args.max_client_batch_size,
-        auto_truncate=bool(args.auto_truncate),
-        default_prompt_name=args.default_prompt_name,
-        default_prompt=args.default_prompt,
-        dense_path=args.dense_path,
-        hf_token=args.hf_token or args.hf_api_token or _hf_token_from_file(),
+    return ServerSettings(
+        models=_models(args),
         hostname=hostname,
         port=args.port,
-        uds_path=args.uds_path,
-        huggingface_hub_cache=args.huggingface_hub_cache,
         payload_limit=args.payload_limit,
         api_key=args.api_key or None,
         json_output=args.json_output,
@@ -162,20 +220,13 @@ def parse_settings(argv: list[str] | None = None) -> Settings:
         otlp_service_name=args.otlp_service_name,
         prometheus_port=args.prometheus_port,
         cors_allow_origin=tuple(args.cors_allow_origin) if args.cors_allow_origin else None,
-        device=args.device,
-        torch_compile=args.torch_compile,
         log_level=os.environ.get("LOG_LEVEL", "info"),
         grpc=args.grpc,
         grpc_port=args.grpc_port,
         grpc_max_parallel_stream_requests=args.grpc_max_parallel_stream_requests,
-        backend=None if args.backend == "auto" else args.backend,
-        trust_remote_code=args.trust_remote_code,
-        auto_chunk=args.auto_chunk,
-        warmup_tokens=args.warmup_tokens,
         root_path=_root_path(args.root_path),
         onnx_filename=args.onnx_filename,
         usage_stats=args.usage_stats,
-        device_id=args.device_id,
         task=os.environ.get("TASK") or None,
     )
 
@@ -188,8 +239,11 @@ def _root_path(value: str | None) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    settings = parse_settings(argv)
-    if settings.default_prompt and settings.default_prompt_name:
+    try:
+        settings = parse_settings(argv)
+    except ValueError as exc:
+        sys.exit(f"error: {exc}")
+    if any(m.engine.default_prompt and m.engine.default_prompt_name for m in settings.models):
         sys.exit("error: --default-prompt and --default-prompt-name cannot be used together")
     if settings.grpc and settings.grpc_port is not None:
         sys.exit("error: --grpc serves gRPC on --port, --grpc-port serves it beside HTTP: use one of them")

@@ -1,8 +1,8 @@
 """Prometheus metrics with TEI's `te_*` names, labels and buckets, shared by every transport.
 
-The Engine records what TEI's core records (items, durations, input lengths, failures by cause) and
-the Batcher reports each formed batch through its observer hook, so HTTP, gRPC and any new route are
-counted without code of their own. prometheus-client keeps the values; `render` writes them the way
+Each Engine records what TEI's core records (items, durations, input lengths, failures by cause) in
+its own `Metrics`, labelled with its served model's name, and its Batcher reports each formed batch,
+so HTTP, gRPC and any new route are counted without code of their own. prometheus-client keeps the values; `render` writes them the way
 TEI's exporter does: counters without the `_total` suffix and no `_created` samples.
 """
 from __future__ import annotations
@@ -35,18 +35,52 @@ class Histogram:
 
     prometheus-client's `observe` takes one value per call and walks the buckets: a 32-input
     request would pay ~160 calls for its per-item metrics. Here a value costs one bisect, and the
-    per-item means of a request go in with `count=n`."""
+    per-item means of a request go in with `count=n`. With `labelnames`, `labels(...)` gives each
+    label set its own child (and, if asked, its own buckets: input lengths are per model)."""
 
-    def __init__(self, name: str, documentation: str, buckets, registry=REGISTRY):
+    def __init__(self, name: str, documentation: str, buckets, registry=REGISTRY, labelnames=()):
         self.name, self.documentation = name, documentation
-        self._bounds = list(buckets)
-        self._counts = [0] * (len(self._bounds) + 1)  # the last one is +Inf
-        self._sum = 0.0
+        self._buckets = tuple(buckets)
+        self._labelnames = tuple(labelnames)
+        self._children: dict[tuple, _HistogramChild] = {}
         self._lock = threading.Lock()
+        if not self._labelnames:
+            self._children[()] = _HistogramChild(self._buckets)
         registry.register(self)
 
+    def labels(self, *values: str, buckets=None) -> "_HistogramChild":
+        """The child of these label values; new `buckets` replace it (a model served again)."""
+        with self._lock:
+            child = self._children.get(values)
+            if child is None or (buckets is not None and child.bounds != list(buckets)):
+                child = self._children[values] = _HistogramChild(buckets or self._buckets)
+            return child
+
     def observe(self, value: float, count: int = 1) -> None:
-        i = bisect.bisect_left(self._bounds, value)  # the first bucket with value <= le
+        self._children[()].observe(value, count)
+
+    def observe_each(self, values) -> None:
+        self._children[()].observe_each(values)
+
+    def collect(self):
+        family = HistogramMetricFamily(self.name, self.documentation, labels=self._labelnames)
+        with self._lock:
+            children = list(self._children.items())
+        for values, child in children:
+            buckets, total = child.snapshot()
+            family.add_metric(list(values), buckets, total)
+        yield family
+
+
+class _HistogramChild:
+    def __init__(self, buckets):
+        self.bounds = list(buckets)
+        self._counts = [0] * (len(self.bounds) + 1)  # the last one is +Inf
+        self._sum = 0.0
+        self._lock = threading.Lock()
+
+    def observe(self, value: float, count: int = 1) -> None:
+        i = bisect.bisect_left(self.bounds, value)  # the first bucket with value <= le
         with self._lock:
             self._counts[i] += count
             self._sum += value * count
@@ -54,30 +88,31 @@ class Histogram:
     def observe_each(self, values) -> None:
         with self._lock:
             for value in values:
-                self._counts[bisect.bisect_left(self._bounds, value)] += 1
+                self._counts[bisect.bisect_left(self.bounds, value)] += 1
                 self._sum += value
 
-    def collect(self):
+    def snapshot(self):
         with self._lock:
             counts, total = list(self._counts), self._sum
         cumulative, buckets = 0, []
-        for bound, n in zip([*map(floatToGoString, self._bounds), "+Inf"], counts):
+        for bound, n in zip([*map(floatToGoString, self.bounds), "+Inf"], counts):
             cumulative += n
             buckets.append((bound, cumulative))
-        yield HistogramMetricFamily(self.name, self.documentation, buckets=buckets, sum_value=total)
+        return buckets, total
+
+
+# Every te_* metric carries the served model's name as its last label.
+MODEL = "model"
 
 
 def _duration(name: str, doc: str) -> Histogram:
-    return Histogram(name, doc, DURATION_BUCKETS)
+    return Histogram(name, doc, DURATION_BUCKETS, labelnames=(MODEL,))
 
 
-REQUEST_COUNT = Counter("te_request_count", "Requests received", ["method"], registry=REGISTRY)
-REQUEST_SUCCESS = Counter("te_request_success", "Requests answered successfully", ["method"], registry=REGISTRY)
-REQUEST_FAILURE = Counter("te_request_failure", "Failed requests by cause", ["err"], registry=REGISTRY)
+REQUEST_COUNT = Counter("te_request_count", "Requests received", ["method", MODEL], registry=REGISTRY)
+REQUEST_SUCCESS = Counter("te_request_success", "Requests answered successfully", ["method", MODEL], registry=REGISTRY)
+REQUEST_FAILURE = Counter("te_request_failure", "Failed requests by cause", ["err", MODEL], registry=REGISTRY)
 _METHODS = ("single", "batch")
-# Label lookups cost more than the increments: the hot path uses these children directly.
-_COUNT = {method: REQUEST_COUNT.labels(method) for method in _METHODS}
-_SUCCESS = {method: REQUEST_SUCCESS.labels(method) for method in _METHODS}
 REQUEST_DURATION = _duration("te_request_duration", "End-to-end request time in seconds")
 REQUEST_TOKENIZATION = _duration("te_request_tokenization_duration", "Tokenization time per request (mean per item)")
 REQUEST_QUEUE = _duration("te_request_queue_duration", "Queue time per request (mean per item)")
@@ -87,62 +122,79 @@ REQUEST_INFERENCE = _duration("te_request_inference_duration", "Inference time p
 _ITEM_FAMILIES = {}
 for _family in ("embed", "predict"):
     _ITEM_FAMILIES[_family] = (
-        Counter(f"te_{_family}_count", f"{_family} items received", registry=REGISTRY),
-        Counter(f"te_{_family}_success", f"{_family} items answered", registry=REGISTRY),
+        Counter(f"te_{_family}_count", f"{_family} items received", [MODEL], registry=REGISTRY),
+        Counter(f"te_{_family}_success", f"{_family} items answered", [MODEL], registry=REGISTRY),
         _duration(f"te_{_family}_duration", f"{_family} time per item in seconds"),
         _duration(f"te_{_family}_tokenization_duration", f"{_family} tokenization time per item"),
         _duration(f"te_{_family}_queue_duration", f"{_family} queue time per item"),
         _duration(f"te_{_family}_inference_duration", f"{_family} inference time per item"),
     )
 
-BATCH_SIZE = Histogram("te_batch_next_size", "Sequences per formed batch", BATCH_SIZE_BUCKETS)
-BATCH_TOKENS = Histogram("te_batch_next_tokens", "Tokens per formed batch (unpadded)", BATCH_TOKENS_BUCKETS)
-QUEUE_SIZE = Gauge("te_queue_size", "Sequences waiting in the queue", registry=REGISTRY)
-_input_length: Histogram | None = None
-
-
-# ---- what the Engine calls --------------------------------------------------------------------
-
-
-def configure(max_input_length: int, batcher) -> None:
-    """Per served model: input-length buckets are powers of 2 up to its limit (TEI's), and the
-    queue gauge reads the live queue at scrape time, which costs nothing per request."""
-    global _input_length
-    if _input_length is not None:
-        REGISTRY.unregister(_input_length)
-    buckets = [float(2**i) for i in range(20) if 2**i <= max_input_length] or [1.0]
-    _input_length = Histogram("te_request_input_length", "Tokens per item after truncation", buckets)
-    ref = weakref.ref(batcher)
-    QUEUE_SIZE.set_function(lambda: float(b.queue_size) if (b := ref()) is not None else 0.0)
-
-
-class BatchObserver:
-    """The Batcher's `observer`: called on the inference thread as each batch is formed."""
-
-    def batch(self, size: int, tokens: int, queue_len: int) -> None:
-        BATCH_SIZE.observe(size)
-        BATCH_TOKENS.observe(tokens)
+BATCH_SIZE = Histogram("te_batch_next_size", "Sequences per formed batch", BATCH_SIZE_BUCKETS, labelnames=(MODEL,))
+BATCH_TOKENS = Histogram("te_batch_next_tokens", "Tokens per formed batch (unpadded)", BATCH_TOKENS_BUCKETS,
+                         labelnames=(MODEL,))
+QUEUE_SIZE = Gauge("te_queue_size", "Sequences waiting in the queue", [MODEL], registry=REGISTRY)
+INPUT_LENGTH = Histogram("te_request_input_length", "Tokens per item after truncation", [1.0], labelnames=(MODEL,))
 
 
 def _family(kind: str) -> str:
     return "predict" if kind == "predict" else "embed"
 
 
-def items_received(kind: str, n: int) -> None:
-    _ITEM_FAMILIES[_family(kind)][0].inc(n)
+class Metrics:
+    """One served model's te_* series. The Engine records requests and items through it, and the
+    Batcher reports each formed batch (`batch`); label lookups happen once, here, not per request."""
 
+    def __init__(self, model: str, max_input_length: int):
+        self.model = model
+        self._count = {m: REQUEST_COUNT.labels(m, model) for m in _METHODS}
+        self._success = {m: REQUEST_SUCCESS.labels(m, model) for m in _METHODS}
+        self._request = tuple(h.labels(model) for h in
+                              (REQUEST_DURATION, REQUEST_TOKENIZATION, REQUEST_QUEUE, REQUEST_INFERENCE))
+        self._items = {
+            family: (count.labels(model), success.labels(model), *(h.labels(model) for h in histograms))
+            for family, (count, success, *histograms) in _ITEM_FAMILIES.items()
+        }
+        self._batch_size, self._batch_tokens = BATCH_SIZE.labels(model), BATCH_TOKENS.labels(model)
+        # TEI's input-length buckets: powers of 2 up to the model's limit.
+        buckets = [float(2**i) for i in range(20) if 2**i <= max_input_length] or [1.0]
+        self._input_length = INPUT_LENGTH.labels(model, buckets=buckets)
 
-def items_done(kind: str, lengths, usage) -> None:
-    """Every item of a request succeeded. `usage` holds the request's per-item means."""
-    _, success, total, tokenization, queue, inference = _ITEM_FAMILIES[_family(kind)]
-    n = len(lengths)
-    success.inc(n)
-    total.observe(usage.total_time, n)
-    tokenization.observe(usage.tokenization_time, n)
-    queue.observe(usage.queue_time, n)
-    inference.observe(usage.inference_time, n)
-    if _input_length is not None:
-        _input_length.observe_each(lengths)
+    def watch_queue(self, batcher) -> None:
+        """The gauge reads the live queue at scrape time, which costs nothing per request."""
+        ref = weakref.ref(batcher)
+        QUEUE_SIZE.labels(self.model).set_function(lambda: float(b.queue_size) if (b := ref()) is not None else 0.0)
+
+    def batch(self, size: int, tokens: int) -> None:
+        """Called on the inference thread as each batch is formed."""
+        self._batch_size.observe(size)
+        self._batch_tokens.observe(tokens)
+
+    def items_received(self, kind: str, n: int) -> None:
+        self._items[_family(kind)][0].inc(n)
+
+    def items_done(self, kind: str, lengths, usage) -> None:
+        """Every item of a request succeeded. `usage` holds the request's per-item means."""
+        _, success, total, tokenization, queue, inference = self._items[_family(kind)]
+        n = len(lengths)
+        success.inc(n)
+        total.observe(usage.total_time, n)
+        tokenization.observe(usage.tokenization_time, n)
+        queue.observe(usage.queue_time, n)
+        inference.observe(usage.inference_time, n)
+        self._input_length.observe_each(lengths)
+
+    def request_received(self, method: str) -> None:
+        self._count[method].inc()
+
+    def request_failed(self, exc: BaseException) -> None:
+        REQUEST_FAILURE.labels(failure_label(exc), self.model).inc()
+
+    def request_succeeded(self, method: str, usage) -> None:
+        self._success[method].inc()
+        for histogram, value in zip(self._request, (usage.total_time, usage.tokenization_time,
+                                                    usage.queue_time, usage.inference_time)):
+            histogram.observe(value)
 
 
 # ---- request level: the Engine's public operations, whatever the transport ---------------------
@@ -166,24 +218,9 @@ def failure_label(exc: BaseException) -> str:
     return "inference"
 
 
-def request_received(method: str) -> None:
-    _COUNT[method].inc()
-
-
-def request_failed(exc: BaseException) -> None:
-    REQUEST_FAILURE.labels(failure_label(exc)).inc()
-
-
-def request_succeeded(method: str, usage) -> None:
-    _SUCCESS[method].inc()
-    REQUEST_DURATION.observe(usage.total_time)
-    REQUEST_TOKENIZATION.observe(usage.tokenization_time)
-    REQUEST_QUEUE.observe(usage.queue_time)
-    REQUEST_INFERENCE.observe(usage.inference_time)
-
-
 def metered(items: str | None):
-    """Decorate an Engine operation: te_request_count / success / failure and request durations.
+    """Decorate an Engine operation: te_request_count / success / failure and request durations,
+    recorded in the Engine's own `metrics`.
 
     `items` names the argument that holds the inputs: one input is a "single" request, more are a
     "batch" (TEI decides by the JSON shape, which the Engine never sees: a one-element list counts
@@ -195,21 +232,22 @@ def metered(items: str | None):
 
         @functools.wraps(fn)
         async def call(self, *args, **kwargs):
+            recorder: Metrics = self.metrics
             if items is None:
                 try:
                     return await fn(self, *args, **kwargs)
                 except BaseException as exc:
-                    request_failed(exc)
+                    recorder.request_failed(exc)
                     raise
             given = kwargs[items] if items in kwargs else args[position]
             method = "single" if len(given) == 1 else "batch"
-            request_received(method)
+            recorder.request_received(method)
             try:
                 result = await fn(self, *args, **kwargs)
             except BaseException as exc:
-                request_failed(exc)
+                recorder.request_failed(exc)
                 raise
-            request_succeeded(method, result.usage)
+            recorder.request_succeeded(method, result.usage)
             return result
 
         return call

@@ -1,8 +1,13 @@
-"""One frozen Settings object, built by the CLI. Nothing else reads the environment for configuration."""
+"""ServerSettings (one per process) and ModelSettings (one per served model), built by the CLI.
+Nothing else reads the environment for configuration."""
 from __future__ import annotations
 
 import dataclasses
 import os
+
+from .engine.config import EngineConfig
+
+DEFAULT_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
 
 
 def default_tokenization_workers() -> int:
@@ -10,27 +15,52 @@ def default_tokenization_workers() -> int:
 
 
 @dataclasses.dataclass(frozen=True)
-class Settings:
+class ModelSettings:
+    """What one served model is: where its weights come from, how they are placed, how it is batched."""
+
     model_id: str | None = None
     revision: str | None = None
-    tokenization_workers: int = dataclasses.field(default_factory=default_tokenization_workers)
-    dtype: str | None = None
     served_model_name: str | None = None
+    dtype: str | None = None
     pooling: str | None = None
     model_kind: str = "auto"  # auto | embedding | reranker: how a causal LM checkpoint is served
-    max_concurrent_requests: int = 512
-    max_batch_tokens: int = 16384
-    max_batch_requests: int | None = None
-    max_client_batch_size: int = 32
-    auto_truncate: bool = True
-    default_prompt_name: str | None = None
-    default_prompt: str | None = None
-    dense_path: str | None = None
+    device: str | None = None
+    device_id: int | None = None  # TEI's --device-id: cuda:N / npu:N
+    torch_compile: bool = False
+    huggingface_hub_cache: str | None = None
+    backend: str | None = None  # "transformers" forces the transformers fallback (models/families/transformers.py)
+    trust_remote_code: bool = False  # TEI's Python backend TRUST_REMOTE_CODE
     hf_token: str | None = None
+    engine: EngineConfig = dataclasses.field(
+        default_factory=lambda: EngineConfig(tokenization_workers=default_tokenization_workers())
+    )
+
+    @property
+    def name(self) -> str:
+        """What /info, /v1/models, the `model` fields and the metrics' `model` label call it."""
+        return self.served_model_name or self.model_id or DEFAULT_MODEL_ID
+
+    @classmethod
+    def from_options(cls, **options) -> "ModelSettings":
+        """Flat options (flags, a models-file entry, a test's keywords), each to its own dataclass."""
+        unknown = options.keys() - MODEL_OPTIONS
+        if unknown:
+            raise ValueError(f"unknown model option(s) {sorted(unknown)}; known: {sorted(MODEL_OPTIONS)}")
+        engine = {k: v for k, v in options.items() if k in _ENGINE_FIELDS}
+        engine.setdefault("tokenization_workers", default_tokenization_workers())
+        own = {k: v for k, v in options.items() if k not in _ENGINE_FIELDS}
+        return cls(**own, engine=EngineConfig(**engine))
+
+
+_ENGINE_FIELDS = frozenset(f.name for f in dataclasses.fields(EngineConfig))
+MODEL_OPTIONS = frozenset(f.name for f in dataclasses.fields(ModelSettings) if f.name != "engine") | _ENGINE_FIELDS
+
+
+@dataclasses.dataclass(frozen=True)
+class ServerSettings:
+    models: tuple[ModelSettings, ...] = (ModelSettings(),)
     hostname: str = "0.0.0.0"
     port: int = 3000
-    uds_path: str = "/tmp/text-embeddings-inference-server"
-    huggingface_hub_cache: str | None = None
     payload_limit: int = 2_000_000
     api_key: str | None = None
     json_output: bool = False
@@ -39,25 +69,21 @@ class Settings:
     otlp_service_name: str = "text-embeddings-inference.server"
     prometheus_port: int = 9000
     cors_allow_origin: tuple[str, ...] | None = None
-    device: str | None = None
-    torch_compile: bool = False
     log_level: str = "info"
     grpc: bool = False  # serve gRPC instead of HTTP on `port`
     grpc_port: int | None = None  # serve gRPC on this port as well as HTTP on `port`
     grpc_max_parallel_stream_requests: int = 1024
-    # Model paths beyond TEI's (models/families/transformers.py, engine/late.py)
-    backend: str | None = None  # "transformers" forces the transformers fallback
-    trust_remote_code: bool = False  # TEI's Python backend TRUST_REMOTE_CODE
-    auto_chunk: bool = False
     # TEI flags accepted for compatibility
-    warmup_tokens: int | None = None
     root_path: str | None = None
     onnx_filename: str | None = None
     usage_stats: str | None = None
-    device_id: int | None = None
     task: str | None = None  # TASK=sentence-similarity: POST / serves /similarity
 
     @property
-    def model_name(self) -> str:
-        """What /info and the OpenAI route call the model."""
-        return self.served_model_name or self.model_id or "sentence-transformers/all-MiniLM-L6-v2"
+    def model(self) -> ModelSettings:
+        """The default (first) model."""
+        return self.models[0]
+
+    @classmethod
+    def single(cls, model: ModelSettings | None = None, **server) -> "ServerSettings":
+        return cls(models=(model or ModelSettings(),), **server)

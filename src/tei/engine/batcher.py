@@ -1,26 +1,24 @@
-"""Token-budget dynamic batching: one queue, one inference thread, one future per request.
+"""Token-budget dynamic batching: one queue per model, one future per request.
 
 Sequences are taken in arrival order until `max_batch_tokens` or `max_batch_requests` would be
 exceeded, then run as one packed forward pass. There is no batching window: an idle server runs a
 lone request at once, and under load batches grow with the backlog. While the model computes, the
-event loop and tokenizer threads keep queueing the next requests (torch releases the GIL).
+event loop and tokenizer threads keep queueing the next requests (torch releases the GIL). The
+forward passes run on the device's shared inference thread (executor.py).
 """
 from __future__ import annotations
 
 import asyncio
 import collections
-import concurrent.futures
-import ctypes
-import ctypes.util
 import dataclasses
 import logging
-import threading
 import time
 from typing import Any
 
 import numpy as np
 
 from ..models.loader import Model
+from . import executor
 from .errors import BackendError
 
 log = logging.getLogger(__name__)
@@ -59,18 +57,6 @@ def _set_exception(future: asyncio.Future, exc: BaseException) -> None:
         future.set_exception(exc)
 
 
-def _malloc_trim():
-    """glibc keeps freed activation buffers of every batch shape; trimming keeps RSS flat (TEI does too)."""
-    name = ctypes.util.find_library("c")
-    try:
-        return ctypes.CDLL(name).malloc_trim if name else None
-    except (OSError, AttributeError):
-        return None
-
-
-TRIM_EVERY_S = 2.0
-
-
 class _Item:
     __slots__ = ("job", "slot", "ids", "type_ids", "attend")
 
@@ -79,23 +65,19 @@ class _Item:
 
 
 class Batcher:
+    """One model's token-budget queue. Its batches run on its device's shared inference thread
+    (executor.py), in turns with the other models on that device."""
+
     def __init__(self, model: Model, max_batch_tokens: int, max_batch_requests: int | None, observer=None):
         self.model = model
         # The device may run best below the client-visible budget (CPU caches): never above it.
         preferred = model.placement.preferred_batch_tokens
         self.max_batch_tokens = min(max_batch_tokens, preferred) if preferred else max_batch_tokens
         self.max_batch_requests = max_batch_requests or 1 << 30
-        self.observer = observer  # optional: observer.batch(size, tokens, queue_len)
-        self.healthy = True
+        self.observer = observer  # optional: observer.batch(size, tokens)
         self._queue: collections.deque[_Item] = collections.deque()
-        self._calls: collections.deque = collections.deque()  # (fn, args, concurrent.futures.Future)
-        self._idle: collections.deque = collections.deque()  # callables run while nothing else waits
-        self._cond = threading.Condition()
-        self._stopping = False
-        self._trim = _malloc_trim()
-        self._last_trim = time.monotonic()
-        self._thread = threading.Thread(target=self._run, name="inference", daemon=True)
-        self._thread.start()
+        self._executor = executor.attach(str(model.placement.device), self)
+        self._cond = self._executor.cond
 
     @property
     def queue_size(self) -> int:
@@ -111,37 +93,25 @@ class Batcher:
             self._cond.notify()
 
     def call(self, fn, *args):
-        """Run fn(*args) on the inference thread and return its result (start-up warm-up).
-
-        All tensor work belongs on that one thread: libgomp gives each thread that opens an OpenMP
-        region a worker pool of its own, and with two pools alive it counts more threads than
-        cores and parks workers between regions (a one-sentence forward ran 2.4x slower)."""
-        future: concurrent.futures.Future = concurrent.futures.Future()
-        with self._cond:
-            self._calls.append((fn, args, future))
-            self._cond.notify()
-        return future.result()
+        """Run fn(*args) on the device's inference thread and return its result (start-up warm-up)."""
+        return self._executor.call(fn, *args)
 
     def when_idle(self, steps) -> None:
-        """Run these callables on the inference thread, one at a time, only while no request and no
-        call waits (start-up work that can finish after the server is ready: kernels for the larger
-        batch sizes). A request that arrives waits for at most the step under way. A failing step is
-        logged and the rest are dropped: they only save first-use latency."""
-        with self._cond:
-            self._idle.extend(steps)
-            self._cond.notify()
+        """Run these callables on the device's thread, one at a time, only while no request and no
+        call waits there (start-up work that can finish after the server is ready: kernels for the
+        larger batch sizes). A request that arrives waits for at most the step under way."""
+        self._executor.when_idle(steps)
 
     @property
     def idle_work(self) -> int:
-        return len(self._idle)
+        return self._executor.idle_work
 
     def stop(self) -> None:
-        with self._cond:
-            self._stopping = True
-            self._cond.notify()
-        self._thread.join(timeout=10)
+        """Let the queued sequences run, then leave the device's thread (the last one out stops it)."""
+        executor.detach(self._executor, self)
 
-    def _next_batch(self) -> list[_Item]:
+    def next_batch(self) -> list[_Item]:
+        """Called by the executor, under `_cond`."""
         batch: list[_Item] = []
         tokens = 0
         queue = self._queue
@@ -157,56 +127,19 @@ class Batcher:
             tokens += len(item.ids)
         return batch
 
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                while not self._queue and not self._calls and not self._idle and not self._stopping:
-                    self._cond.wait()
-                if self._stopping and not self._queue:
-                    for _fn, _args, future in self._calls:
-                        future.set_exception(BackendError("the inference thread has stopped"))
-                    return
-                call = self._calls.popleft() if self._calls else None
-                batch = self._next_batch() if call is None else None
-                step = self._idle.popleft() if call is None and not batch and self._idle else None
-            if step is not None:
-                try:
-                    step()
-                except Exception:
-                    log.exception("Start-up work after ready failed; skipping the rest of it")
-                    with self._cond:
-                        self._idle.clear()
-                continue
-            if call is not None:
-                fn, args, future = call
-                try:
-                    future.set_result(fn(*args))
-                except BaseException as exc:
-                    future.set_exception(exc)
-                continue
-            if batch:
-                try:
-                    self._execute(batch)
-                except Exception as exc:  # this thread must outlive any batch, or later requests would hang
-                    self._fail(batch, exc)
-                if self._trim is not None and time.monotonic() - self._last_trim > TRIM_EVERY_S:
-                    self._trim(0)
-                    self._last_trim = time.monotonic()
-
-    def _fail(self, batch: list[_Item], exc: Exception) -> None:
+    def fail(self, batch: list[_Item], exc: Exception) -> None:
         log.exception("Inference failed for a batch of %d sequences", len(batch))
-        self.healthy = False
         error = BackendError(f"inference failed: {exc}")
         for it in batch:
             it.job.fail(error)
 
-    def _execute(self, batch: list[_Item]) -> None:
+    def execute(self, batch: list[_Item]) -> None:
         start = time.perf_counter()
         # Equal lengths side by side: CPU attention runs each length as one call (models/attention/plan.py).
         batch.sort(key=lambda it: len(it.ids))
         lengths = [len(it.ids) for it in batch]
         if self.observer is not None:
-            self.observer.batch(len(batch), sum(lengths), len(self._queue))
+            self.observer.batch(len(batch), sum(lengths))
         packed = self.model.make_batch(
             np.concatenate([it.ids for it in batch]),
             np.concatenate([it.type_ids for it in batch]),
@@ -214,8 +147,7 @@ class Batcher:
             attend=[it.attend for it in batch],
         )
         kinds = {it.job.kind for it in batch}
-        out = self.model.forward(packed, want_hidden=EMBED_ALL in kinds, kinds=kinds)  # a failure fails this batch (_run)
-        self.healthy = True
+        out = self.model.forward(packed, want_hidden=EMBED_ALL in kinds, kinds=kinds)  # a failure fails this batch (executor)
         elapsed = time.perf_counter() - start
         offset = 0
         for row, it in enumerate(batch):
@@ -226,8 +158,6 @@ class Batcher:
                     job.output[it.slot] = out.pooled[row]
                 elif job.kind == PREDICT:
                     job.output[it.slot] = out.logits[row]
-                elif job.kind in out.per_seq:  # models/late.py: sparse and multi-vector outputs
-                    job.output[it.slot] = out.per_seq[job.kind][row]
                 else:
                     job.output[it.slot] = out.hidden[offset : offset + n_tokens]
                 job.queue_time += start - job.queued_at

@@ -12,6 +12,7 @@ import numpy as np
 from .. import metrics, tracing
 from ..models.loader import Model
 from ..models.spec import ModelSpec
+from .config import EngineConfig
 from .batcher import EMBED, EMBED_ALL, PREDICT, Batcher, Job
 from . import scores
 from .errors import BackendError, BatchTooLarge, EmptyInput, Overloaded, ValidationError, WrongModelType
@@ -19,20 +20,6 @@ from .late import LateInteraction
 from .tokenization import Encoded, Input, PairTemplate, TokenizeOptions, TokenizerPool
 
 log = logging.getLogger(__name__)
-
-
-@dataclasses.dataclass(frozen=True)
-class EngineConfig:
-    max_concurrent_requests: int = 512
-    max_batch_tokens: int = 16384
-    max_batch_requests: int | None = None
-    max_client_batch_size: int = 32
-    auto_truncate: bool = True
-    tokenization_workers: int = 1
-    default_prompt: str | None = None
-    default_prompt_name: str | None = None
-    auto_chunk: bool = False  # /embed: window inputs longer than the model instead of truncating them
-    warmup_tokens: int | None = None  # --warmup-tokens: the warm-up batch's size (default: a full batch)
 
 
 @dataclasses.dataclass
@@ -54,7 +41,8 @@ class Result:
 
 
 class Engine(LateInteraction):
-    def __init__(self, spec: ModelSpec, model: Model, tokenizer_json: str, config: EngineConfig):
+    def __init__(self, spec: ModelSpec, model: Model, tokenizer_json: str, config: EngineConfig, name: str = "model"):
+        self.name = name  # the served model name: response bodies, the metrics' `model` label
         self.spec = spec
         self.model = model
         self.config = config
@@ -68,12 +56,14 @@ class Engine(LateInteraction):
                 )
             log.warning("Capping max_input_length at max_batch_tokens=%d", config.max_batch_tokens)
             self.max_input_length = config.max_batch_tokens
+        self.prompts = {**spec.prompts, **(config.prompts or {})}
         self.default_prompt = self._resolve_default_prompt()
         # LLM rerankers read each pair through their family's template; a server prompt is its instruction.
         self.template = PairTemplate(**spec.prompt_template) if spec.prompt_template else None
         self.tokenizers = TokenizerPool(tokenizer_json, config.tokenization_workers, self.max_input_length)
-        self.batcher = Batcher(model, config.max_batch_tokens, config.max_batch_requests, metrics.BatchObserver())
-        metrics.configure(self.max_input_length, self.batcher)
+        self.metrics = metrics.Metrics(name, self.max_input_length)
+        self.batcher = Batcher(model, config.max_batch_tokens, config.max_batch_requests, self.metrics)
+        self.metrics.watch_queue(self.batcher)
         self._permits = config.max_concurrent_requests
 
     # ---- lifecycle --------------------------------------------------------------------------
@@ -85,12 +75,12 @@ class Engine(LateInteraction):
         name = cfg.default_prompt_name or None
         if name is None:
             return None
-        if name not in self.spec.prompts:
+        if name not in self.prompts:
             raise ValueError(
                 f"--default-prompt-name `{name}` is not in config_sentence_transformers.json "
-                f"(available: {sorted(self.spec.prompts)})"
+                f"(available: {sorted(self.prompts)})"
             )
-        return self.spec.prompts[name]
+        return self.prompts[name]
 
     def warmup(self) -> None:
         """One forward pass (at full batch size, as TEI does, where devices.Placement.warmup_pass says
@@ -139,13 +129,13 @@ class Engine(LateInteraction):
     def _prompt(self, prompt_name: str | None) -> str | None:
         if prompt_name is None:
             return self.default_prompt
-        if prompt_name not in self.spec.prompts:
-            if not self.spec.prompts:
+        if prompt_name not in self.prompts:
+            if not self.prompts:
                 raise ValidationError(f"`prompt_name` `{prompt_name}` was given but the model has no prompts")
             raise ValidationError(
-                f"`prompt_name` `{prompt_name}` was not found. Available prompts: {sorted(self.spec.prompts)}"
+                f"`prompt_name` `{prompt_name}` was not found. Available prompts: {sorted(self.prompts)}"
             )
-        return self.spec.prompts[prompt_name]
+        return self.prompts[prompt_name]
 
     def _truncate(self, truncate: bool | None) -> bool:
         return self.config.auto_truncate if truncate is None else truncate
@@ -156,7 +146,7 @@ class Engine(LateInteraction):
         finish = None
         start = time.perf_counter()
         n = len(inputs)
-        metrics.items_received(kind, n)
+        self.metrics.items_received(kind, n)
         if n > self._permits:
             raise Overloaded()
         self._permits -= n
@@ -176,7 +166,7 @@ class Engine(LateInteraction):
             inference_time=job.inference_time / n,
             total_time=time.perf_counter() - start,
         )
-        metrics.items_done(kind, [len(e.ids) for e in encoded], usage)
+        self.metrics.items_done(kind, [len(e.ids) for e in encoded], usage)
         if tracing.tracer is not None:
             tracing.record_phases(start, tokenized, usage)
         return Result(job.output if finish is None else finish(job.output), usage)

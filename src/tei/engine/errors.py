@@ -49,3 +49,14 @@ class BackendError(EngineError):
 
 class WrongModelType(BackendError):
     pass
+
+
+class UnknownModel(EngineError):
+    """A request named a model this server does not serve (several models in one process)."""
+
+    kind = "NotFound"
+
+    def __init__(self, name: str, served: list[str]):
+        super().__init__(f"The model `{name}` does not exist. Served models: {', '.join(served)}")
+        self.name = name
+        self.served = served

@@ -9,10 +9,14 @@ forward passes. Semantics follow TEI's router/src/grpc/server.rs:
 - `truncate` is taken as sent (the server's --auto-truncate does not apply), an unset `normalize`
   means true;
 - unary replies carry the x-compute-* headers as initial metadata and a `Metadata` message.
+With several models served, a call's `model` metadata key picks its model (ModelInterceptor); without
+it, the first model fit for the service.
 """
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import functools
 import hmac
 import logging
@@ -27,7 +31,8 @@ from grpc_reflection.v1alpha import reflection
 
 from .. import __version__, tracing
 from ..engine import scores
-from ..engine.errors import BackendError, EmptyInput, EngineError, Overloaded, ValidationError
+from ..engine.engines import ANY, EMBED, PREDICT, RERANK, SPARSE
+from ..engine.errors import BackendError, EmptyInput, EngineError, Overloaded, UnknownModel, ValidationError
 from ..server.responses import compute_headers
 from ..server.routes_tei import info_body
 from . import tei_pb2 as pb
@@ -46,6 +51,7 @@ CODES = {
     "Backend": grpc.StatusCode.FAILED_PRECONDITION,
     "Overloaded": grpc.StatusCode.RESOURCE_EXHAUSTED,
     "Unhealthy": grpc.StatusCode.UNAVAILABLE,
+    "NotFound": grpc.StatusCode.NOT_FOUND,
 }
 _DIRECTIONS = {pb.TRUNCATION_DIRECTION_RIGHT: "right", pb.TRUNCATION_DIRECTION_LEFT: "left"}
 _MODEL_TYPES = {
@@ -172,10 +178,15 @@ class TeiServicer(
     pb_grpc.InfoServicer, pb_grpc.EmbedServicer, pb_grpc.PredictServicer, pb_grpc.RerankServicer,
     pb_grpc.TokenizeServicer,
 ):
-    def __init__(self, engine, settings):
-        self.engine = engine
+    def __init__(self, engines, settings):
+        self.engines = engines
         self.max_parallel = max(1, settings.grpc_max_parallel_stream_requests)
-        self.info = _info_message(engine, settings)
+        self.infos = {engine.name: _info_message(engine, engines.settings(engine.name)) for engine in engines}
+
+    @property
+    def engine(self):
+        """The model this call selected (ModelInterceptor), or the default one."""
+        return _call_engine.get(None) or self.engines.default
 
     # -- plumbing: unary replies, streams, permits
 
@@ -215,7 +226,7 @@ class TeiServicer(
     # -- Info
 
     async def Info(self, request, context):
-        return self.info
+        return self.infos[self.engine.name]
 
     # -- Embed
 
@@ -381,8 +392,8 @@ class TeiServicer(
     DecodeStream = _streaming("_decode", wait=False)
 
 
-def _info_message(engine, settings) -> pb.InfoResponse:
-    body = info_body(settings, engine)
+def _info_message(engine, model_settings) -> pb.InfoResponse:
+    body = info_body(model_settings, engine)
     return pb.InfoResponse(
         version=__version__,
         sha=body["sha"],
@@ -452,6 +463,25 @@ async def _deny(request, context):
     await context.abort(grpc.StatusCode.UNAUTHENTICATED, "No valid auth token")
 
 
+def _around(handler, scope: Callable[[], contextlib.AbstractContextManager]):
+    """`handler`, with each call run inside `scope()` (streamed replies included)."""
+    behavior = _behavior(handler)
+    if handler.response_streaming:
+
+        async def wrapped(request, context):
+            with scope():
+                async for reply in behavior(request, context):
+                    yield reply
+
+    else:
+
+        async def wrapped(request, context):
+            with scope():
+                return await behavior(request, context)
+
+    return _replaced(handler, wrapped)
+
+
 class TracingInterceptor(grpc.aio.ServerInterceptor):
     """With --otlp-endpoint: one server span per tei.v1 call (a `traceparent` in the metadata makes the
     caller's span its parent); the engine's tokenization, queue and inference spans nest under it."""
@@ -462,31 +492,64 @@ class TracingInterceptor(grpc.aio.ServerInterceptor):
             return handler
         method = details.method.lstrip("/")
         metadata = [(k, v) for k, v in details.invocation_metadata or () if isinstance(v, str)]
-        behavior = _behavior(handler)
-        if handler.response_streaming:
+        return _around(handler, lambda: tracing.request_span(method, metadata, **{"rpc.system": "grpc"}))
 
-            async def traced(request, context):
-                with tracing.request_span(method, metadata, **{"rpc.system": "grpc"}):
-                    async for reply in behavior(request, context):
-                        yield reply
 
-        else:
+_call_engine: contextvars.ContextVar = contextvars.ContextVar("tei_grpc_engine")
 
-            async def traced(request, context):
-                with tracing.request_span(method, metadata, **{"rpc.system": "grpc"}):
-                    return await behavior(request, context)
 
-        return _replaced(handler, traced)
+def _task(method: str) -> str:
+    """The task of a tei.v1 method (`/tei.v1.Embed/EmbedSparse` → embed_sparse): which model a call
+    without `model` metadata gets."""
+    name = method.rsplit("/", 1)[-1]
+    for prefix, task in (("EmbedSparse", SPARSE), ("Embed", EMBED), ("Predict", PREDICT), ("Rerank", RERANK)):
+        if name.startswith(prefix):
+            return task
+    return ANY
+
+
+class ModelInterceptor(grpc.aio.ServerInterceptor):
+    """The `model` metadata key picks the served model of a tei.v1 call (the first one fit for the
+    method without it); an unknown name is NOT_FOUND."""
+
+    def __init__(self, engines):
+        self.engines = engines
+
+    async def intercept_service(self, continuation, details):
+        handler = await continuation(details)
+        if not _tei_handler(handler, details):
+            return handler
+        name = dict(details.invocation_metadata or ()).get("model")
+        try:
+            engine = self.engines.resolve(name if isinstance(name, str) else None, _task(details.method))
+        except UnknownModel as exc:
+            message = exc.message
+
+            async def not_found(request, context):
+                await context.abort(grpc.StatusCode.NOT_FOUND, message)
+
+            return _replaced(handler, not_found)
+
+        @contextlib.contextmanager
+        def selected():
+            token = _call_engine.set(engine)
+            try:
+                yield
+            finally:
+                _call_engine.reset(token)
+
+        return _around(handler, selected)
 
 
 class HealthServicer(grpc_health.aio.HealthServicer):
     """grpc.health.v1. Asking about a model service (or the server, "") runs the same tiny forward as
     HTTP /health and updates the model services' status from it."""
 
-    def __init__(self, engine):
+    def __init__(self, engines):
         super().__init__()
-        self.engine = engine
-        self.model_services = [f"{PACKAGE}.{s}" for s in _MODEL_SERVICES[engine.spec.kind]]
+        self.engines = engines
+        services = {s for engine in engines for s in _MODEL_SERVICES[engine.spec.kind]}
+        self.model_services = [f"{PACKAGE}.{s}" for s in _ALL_SERVICES if s in services]
 
     async def initialize(self) -> None:
         for name in _ALL_SERVICES:
@@ -496,7 +559,7 @@ class HealthServicer(grpc_health.aio.HealthServicer):
         await self.refresh()
 
     async def refresh(self) -> None:
-        ok = await self.engine.health()
+        ok = await self.engines.health()  # every model, as HTTP /health
         status = health_pb2.HealthCheckResponse.SERVING if ok else health_pb2.HealthCheckResponse.NOT_SERVING
         for name in ["", *self.model_services]:
             await self.set(name, status)
@@ -514,14 +577,15 @@ def _address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-async def start(engine, settings, port: int) -> tuple[grpc.aio.Server, HealthServicer]:
+async def start(engines, settings, port: int) -> tuple[grpc.aio.Server, HealthServicer]:
     """Build and start the gRPC server on `port` in the running event loop. Raises OSError if it cannot bind."""
     interceptors: list[grpc.aio.ServerInterceptor] = [ApiKeyInterceptor(settings.api_key)] if settings.api_key else []
     if tracing.enabled():
         interceptors.append(TracingInterceptor())
+    interceptors.append(ModelInterceptor(engines))
     # No SO_REUSEPORT: a port another server holds must fail here, not share traffic silently.
     server = grpc.aio.server(interceptors=interceptors, options=[("grpc.so_reuseport", 0)])
-    servicer = TeiServicer(engine, settings)
+    servicer = TeiServicer(engines, settings)
     for add in (
         pb_grpc.add_InfoServicer_to_server,
         pb_grpc.add_EmbedServicer_to_server,
@@ -530,7 +594,7 @@ async def start(engine, settings, port: int) -> tuple[grpc.aio.Server, HealthSer
         pb_grpc.add_TokenizeServicer_to_server,
     ):
         add(servicer, server)
-    health = HealthServicer(engine)
+    health = HealthServicer(engines)
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     names = [f"{PACKAGE}.{s}" for s in _ALL_SERVICES]
     reflection.enable_server_reflection([*names, "grpc.health.v1.Health", reflection.SERVICE_NAME], server)
@@ -561,18 +625,18 @@ def start_metrics_listener(settings) -> None:
     log.info("Serving Prometheus metrics: %s", _address(settings.hostname, settings.prometheus_port))
 
 
-def serve(engine, settings) -> int:
+def serve(engines, settings) -> int:
     """`--grpc`: gRPC on --port (no HTTP) until SIGTERM or SIGINT, then a graceful stop; the exit status."""
-    return asyncio.run(_serve(engine, settings))
+    return asyncio.run(_serve(engines, settings))
 
 
-async def _serve(engine, settings) -> int:
+async def _serve(engines, settings) -> int:
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
     try:
-        server, health = await start(engine, settings, settings.port)
+        server, health = await start(engines, settings, settings.port)
         start_metrics_listener(settings)
     except OSError as exc:
         log.error("%s", exc)
@@ -584,14 +648,14 @@ async def _serve(engine, settings) -> int:
     return 0
 
 
-def attach(http_server, engine, settings) -> None:
+def attach(http_server, engines, settings) -> None:
     """`--grpc-port N`: run gRPC on N in the HTTP server's event loop, starting before it and stopping with it."""
     running: list = []
     http_startup, http_shutdown = http_server.startup, http_server.shutdown
 
     async def startup(*args, **kwargs):
         try:
-            running.extend(await start(engine, settings, settings.grpc_port))
+            running.extend(await start(engines, settings, settings.grpc_port))
         except OSError as exc:
             log.error("%s", exc)
             raise SystemExit(1) from None

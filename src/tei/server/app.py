@@ -5,7 +5,9 @@ from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 
 from .. import __version__
-from . import errors, metrics, routes_late, routes_openai, routes_rerank, routes_tei
+from ..engine.engine import Engine
+from ..engine.engines import Engines
+from . import errors, metrics, models, routes_late, routes_openai, routes_rerank, routes_tei
 from .auth import ApiKeyAuth
 from .limits import PayloadLimit
 from .schemas import EmbedAllRequest, EmbedRequest, SimilarityRequest, read_json, validate
@@ -13,7 +15,10 @@ from .schemas_rerank import PredictRequest, RerankRequest
 from .tracing import RequestSpans
 
 
-def create_app(engine, settings) -> FastAPI:
+def create_app(engines, settings) -> FastAPI:
+    """The HTTP app over `engines` (an Engines registry, or one Engine: then served as the only model)."""
+    if isinstance(engines, Engine):
+        engines = Engines([(settings.model, engines)])
     app = FastAPI(
         title="Text Embeddings Inference",
         version=__version__,
@@ -21,16 +26,17 @@ def create_app(engine, settings) -> FastAPI:
         docs_url="/docs",
         openapi_url="/openapi.json",
     )
-    app.state.engine = engine
+    app.state.engines = engines
     app.state.settings = settings
-    app.state.info = routes_tei.info_body(settings, engine)
+    app.state.infos = routes_tei.info_bodies(engines)
     errors.install(app)
     app.include_router(routes_tei.router)
     app.include_router(routes_openai.router)
     app.include_router(routes_rerank.router)
     app.include_router(routes_late.router)
     app.include_router(metrics.router)
-    install_middleware(app, settings)
+    app.include_router(models.router)
+    install_middleware(app, settings, engines.names)
 
     @app.get("/api-doc/openapi.json", include_in_schema=False)
     async def _openapi_alias():
@@ -38,22 +44,22 @@ def create_app(engine, settings) -> FastAPI:
 
     @app.post("/", tags=["Text Embeddings Inference"], summary="Default task of the model")
     @app.post("/invocations", include_in_schema=False)
-    async def _default_task(request: Request):
+    async def _default_task(request: Request, engine: Engine = models.engine_for()):
         # TEI dispatches by model type: classifier → /predict, reranker → /rerank, embedding → /embed
-        # (/embed_sparse with SPLADE pooling).
+        # (/embed_sparse with SPLADE pooling). With several models: the default (or prefix's) model.
         data = await read_json(request)
         kind = engine.spec.kind
         if kind == "embedding" and _similarity_body(data, settings):
             # huggingface_hub's InferenceClient.sentence_similarity sends this body whatever TASK says
-            return await routes_tei.similarity(validate(SimilarityRequest, data), request)
+            return await routes_tei.similarity(validate(SimilarityRequest, data), engine)
         if engine.splade:
-            return await routes_tei.embed_sparse(validate(EmbedAllRequest, data), request)
+            return await routes_tei.embed_sparse(validate(EmbedAllRequest, data), engine)
         if kind == "embedding":
-            return await routes_tei.embed(validate(EmbedRequest, data), request)
+            return await routes_tei.embed(validate(EmbedRequest, data), engine)
         if kind == "reranker" and not (isinstance(data, dict) and "inputs" in data):
-            return await routes_rerank.rerank(validate(RerankRequest, data), request)
+            return await routes_rerank.rerank_with(engine, validate(RerankRequest, data))
         # A classifier, or a reranker sent `inputs` (huggingface_hub's text_classification): /predict.
-        return await routes_rerank.predict(validate(PredictRequest, data), request)
+        return await routes_rerank.predict(validate(PredictRequest, data), engine)
 
     return app
 
@@ -71,11 +77,13 @@ def under_root_path(app: FastAPI, prefix: str):
     return Starlette(routes=[Mount(prefix, app=app)])
 
 
-def install_middleware(app: FastAPI, settings) -> None:
-    """Outermost first: CORS, auth, payload limit, request span. (Starlette runs the last added first.)"""
+def install_middleware(app: FastAPI, settings, names: list[str]) -> None:
+    """Outermost first: CORS, auth, model prefix, payload limit, request span. (Starlette runs the last
+    added first.) Auth sees the prefixed path: an unknown model's 404 needs the key too."""
     if settings.otlp_endpoint or (settings.json_output and not settings.disable_spans):
         app.add_middleware(RequestSpans)
     app.add_middleware(PayloadLimit, limit=settings.payload_limit)
+    app.add_middleware(models.ModelPrefix, names=names)
     if settings.api_key:
         app.add_middleware(ApiKeyAuth, api_key=settings.api_key)
     origins = list(settings.cors_allow_origin or ["*"])

@@ -12,6 +12,8 @@ PUBLIC_ANY = frozenset({"/metrics", "/docs", "/docs/oauth2-redirect", "/openapi.
 
 
 def is_public(method: str, path: str) -> bool:
+    if path.startswith("/models/"):  # a model's prefix (server/models.py): its health checks are as open
+        path = "/" + path.rsplit("/", 1)[-1]
     return path in PUBLIC_ANY or (path in PUBLIC_GET and method in ("GET", "HEAD"))
 
 

@@ -7,7 +7,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..engine.errors import BatchTooLarge, EngineError, WrongModelType
+from ..engine.errors import BatchTooLarge, EngineError, UnknownModel, WrongModelType
 from .responses import JSON
 
 log = logging.getLogger(__name__)
@@ -19,6 +19,7 @@ STATUS = {
     "Overloaded": 429,
     "Backend": 424,
     "Unhealthy": 503,
+    "NotFound": 404,
 }
 OPENAI_PREFIXES = ("/v1/embeddings", "/embeddings")
 
@@ -33,6 +34,16 @@ def error_json(path: str, status: int, message: str, kind: str, headers: dict | 
 
 def error_response(request: Request, status: int, message: str, kind: str) -> JSON:
     return error_json(request.url.path, status, message, kind)
+
+
+def unknown_model_json(path: str, exc: UnknownModel) -> JSON:
+    """OpenAI's `model_not_found` body on /v1/... (the SDKs raise NotFoundError with its message),
+    TEI's shape elsewhere."""
+    if path.startswith("/v1/"):
+        body = {"error": {"message": exc.message, "type": "invalid_request_error", "param": "model",
+                          "code": "model_not_found"}}
+        return JSON(body, status_code=404)
+    return error_json(path, 404, exc.message, exc.kind)
 
 
 def status_of(exc: EngineError) -> int:
@@ -53,6 +64,11 @@ def _describe(errors) -> tuple[int, str]:
 
 
 def install(app: FastAPI) -> None:
+    @app.exception_handler(UnknownModel)
+    async def _unknown_model(request: Request, exc: UnknownModel):
+        log.warning("%s", exc.message)
+        return unknown_model_json(request.url.path, exc)
+
     @app.exception_handler(EngineError)
     async def _engine_error(request: Request, exc: EngineError):
         # As TEI, every refused request leaves a line (inside the request's span in JSON logs).

@@ -2,7 +2,11 @@
 models). Not a TEI route: TEI has no multi-vector output (TEI #141)."""
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
+
+from ..engine.engine import Engine
+from ..engine.engines import EMBED
+from .models import engine_for
 
 from .responses import with_usage
 from .schemas import EmbedAllRequest, items
@@ -17,8 +21,8 @@ class EmbedMultiVectorRequest(EmbedAllRequest):
 
 @router.post("/embed_multi_vector", tags=["Text Embeddings Inference"],
              summary="Get multi-vector (ColBERT) embeddings: one vector per token")
-async def embed_multi_vector(req: EmbedMultiVectorRequest, request: Request):
-    result = await request.app.state.engine.embed_multi_vector(
+async def embed_multi_vector(req: EmbedMultiVectorRequest, engine: Engine = engine_for(EMBED)):
+    result = await engine.embed_multi_vector(
         items(req.inputs), truncate=req.truncate, truncation_direction=req.truncation_direction.lower(),
         prompt_name=req.prompt_name, is_query=req.is_query,
     )

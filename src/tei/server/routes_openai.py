@@ -6,6 +6,8 @@ import base64
 import numpy as np
 from fastapi import APIRouter, Request
 
+from ..engine.engines import EMBED
+from .models import engine_of
 from .responses import with_usage
 from .schemas import OpenAIEmbedRequest, items
 
@@ -13,9 +15,9 @@ router = APIRouter()
 
 
 async def openai_embeddings(req: OpenAIEmbedRequest, request: Request):
-    state = request.app.state
+    engine = engine_of(request, EMBED, req.model)
     # TEI: server-side auto-truncate, right side, default prompt, always normalized (after `dimensions`).
-    result = await state.engine.embed(items(req.input), normalize=True, dimensions=req.dimensions)
+    result = await engine.embed(items(req.input), normalize=True, dimensions=req.dimensions)
     vectors: np.ndarray = result.values
     if req.encoding_format == "base64":
         little = vectors.astype("<f4", copy=False)
@@ -29,7 +31,7 @@ async def openai_embeddings(req: OpenAIEmbedRequest, request: Request):
     body = {
         "object": "list",
         "data": data,
-        "model": state.settings.model_name,
+        "model": engine.name,
         "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
     }
     return with_usage(body, result.usage)

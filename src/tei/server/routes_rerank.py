@@ -12,7 +12,10 @@ import uuid
 from fastapi import APIRouter, Request
 
 from ..engine import scores
+from ..engine.engine import Engine
+from ..engine.engines import PREDICT, RERANK
 from ..engine.errors import EmptyInput
+from .models import engine_for, engine_of
 from .responses import with_usage
 from .schemas_rerank import COHERE, TEI, PredictRequest, RerankRequest
 
@@ -21,11 +24,14 @@ RERANK_PATHS = ("/rerank", "/v1/rerank", "/v2/rerank")
 
 
 async def rerank(req: RerankRequest, request: Request):
-    state = request.app.state
+    return await rerank_with(engine_of(request, RERANK, req.model), req)
+
+
+async def rerank_with(engine: Engine, req: RerankRequest):
     texts = req.document_texts
     if not texts:  # named as the client named it
         raise EmptyInput(f"`{'texts' if req.dialect == TEI else 'documents'}` cannot be empty")
-    result = await state.engine.rerank(
+    result = await engine.rerank(
         req.query_text,
         texts,
         truncate=req.truncate,
@@ -36,7 +42,7 @@ async def rerank(req: RerankRequest, request: Request):
     values = result.values
     order = scores.ranking(values, req.top_n)
     if req.dialect == COHERE:
-        body = _cohere_body(req, values, order, state.settings.model_name, result.usage.tokens)
+        body = _cohere_body(req, values, order, engine.name, result.usage.tokens)
     else:
         body = [_tei_rank(int(i), values[i], texts, req.want_text) for i in order]
     return with_usage(body, result.usage)
@@ -62,7 +68,7 @@ def _cohere_body(req: RerankRequest, values, order, model_name: str, tokens: int
     return {
         "id": str(uuid.uuid4()),
         "results": results,
-        # The model that ranked, whatever the client named (one model per server, as TEI's OpenAI route).
+        # The model that ranked: the served name, whatever alias (or, with one model, name) the client sent.
         "model": model_name,
         "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
         "meta": {"tokens": {"input_tokens": tokens, "output_tokens": 0}},
@@ -80,8 +86,7 @@ for _path in RERANK_PATHS:
 
 
 @router.post("/predict", tags=["Text Embeddings Inference"], summary="Classify texts or pairs")
-async def predict(req: PredictRequest, request: Request):
-    engine = request.app.state.engine
+async def predict(req: PredictRequest, engine: Engine = engine_for(PREDICT)):
     result = await engine.predict(
         req.sequences,
         truncate=req.truncate,

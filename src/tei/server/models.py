@@ -1,0 +1,90 @@
+"""Which served model a request reaches, and GET /v1/models.
+
+In order: a `/models/{served-name}/...` prefix (every route is served under one per model, so a
+client that takes only a base URL, like Dify's TEI provider, can be pointed at one model); then the
+body's `model` field (OpenAI, Cohere and Jina bodies); then the first model fit for the route's task.
+"""
+from __future__ import annotations
+
+import time
+
+from fastapi import APIRouter, Depends, Request
+
+from ..engine.engine import Engine
+from ..engine.engines import ANY, Engines
+from ..engine.errors import UnknownModel
+from .errors import error_json
+from .responses import JSON
+
+PREFIX = "/models/"
+_SCOPE_KEY = "tei.model"  # the served name a prefix selected, set by ModelPrefix
+STARTED = int(time.time())
+
+
+class ModelPrefix:
+    """ASGI middleware: `/models/{name}/rest` is served as `/rest` for model `name`. Names may hold
+    `/` (hub ids do), so the longest served name that fits wins."""
+
+    def __init__(self, app, names: list[str]):
+        self.app = app
+        self.names = sorted(names, key=len, reverse=True)
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or not scope["path"].startswith(PREFIX):
+            return await self.app(scope, receive, send)
+        tail = scope["path"][len(PREFIX):]
+        for name in self.names:
+            if tail == name or tail.startswith(name + "/"):
+                scope = {**scope, "path": tail[len(name):] or "/", _SCOPE_KEY: name}
+                return await self.app(scope, receive, send)
+        message = UnknownModel(tail.split("/")[0], self.names).message
+        await error_json(scope["path"], 404, message, "NotFound")(scope, receive, send)
+
+
+def engines_of(request: Request) -> Engines:
+    return request.app.state.engines
+
+
+def prefixed(request: Request) -> str | None:
+    """The served name the URL prefix selected, if any."""
+    return request.scope.get(_SCOPE_KEY)
+
+
+def engine_of(request: Request, task: str = ANY, model: str | None = None) -> Engine:
+    """The Engine for this request: the URL prefix wins over the body's `model`, which wins over the
+    task's default. UnknownModel (404) for a name that is not served."""
+    engines = engines_of(request)
+    name = prefixed(request)
+    return engines.get(name) if name else engines.resolve(model, task)
+
+
+def engine_for(task: str = ANY):
+    """A FastAPI dependency: the Engine of a route whose body names no model."""
+
+    def dependency(request: Request) -> Engine:
+        return engine_of(request, task)
+
+    return Depends(dependency)
+
+
+def model_card(engines: Engines, name: str) -> dict:
+    """One model as OpenAI's /v1/models lists it, plus its kind (what Open WebUI and Dify filter on)."""
+    engine = engines.get(name)
+    kind = "sparse-embedding" if engine.splade else engine.spec.kind
+    return {"id": name, "object": "model", "created": STARTED, "owned_by": "tei", "kind": kind,
+            "model_id": getattr(engines.settings(name), "model_id", None) or name}
+
+
+router = APIRouter()
+
+
+@router.get("/v1/models", tags=["OpenAI"], summary="The served models (OpenAI format)")
+async def list_models(request: Request):
+    engines = engines_of(request)
+    return JSON({"object": "list", "data": [model_card(engines, name) for name in engines.names]})
+
+
+@router.get("/v1/models/{name:path}", tags=["OpenAI"], summary="One served model (OpenAI format)")
+async def retrieve_model(name: str, request: Request):
+    engines = engines_of(request)
+    return JSON(model_card(engines, engines.get(name).name))
