@@ -6,6 +6,7 @@ import os
 import sys
 
 from . import __version__
+from .ray import options as ray_options
 from .settings import Settings, default_tokenization_workers
 
 _FALSE = {"false", "0", "no", "off", "n", "f", ""}
@@ -103,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
           help="Messages of one gRPC stream processed at a time")
     p.add("--torch-compile", action="store_true", env="TEI_TORCH_COMPILE",
           help="torch.compile the encoder layers (experimental; off by default)")
+    ray_options.add_flags(p)
     return p
 
 
@@ -150,6 +152,7 @@ def parse_settings(argv: list[str] | None = None) -> Settings:
         grpc=args.grpc,
         grpc_port=args.grpc_port,
         grpc_max_parallel_stream_requests=args.grpc_max_parallel_stream_requests,
+        ray_serve=ray_options.from_args(args),
     )
 
 
@@ -159,6 +162,10 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit("error: --default-prompt and --default-prompt-name cannot be used together")
     if settings.grpc and settings.grpc_port is not None:
         sys.exit("error: --grpc serves gRPC on --port, --grpc-port serves it beside HTTP: use one of them")
+    if settings.ray_serve is not None:
+        from .ray.serve import run as run_on_ray_serve
+
+        sys.exit(run_on_ray_serve(settings))
     from .app import run
 
     sys.exit(run(settings))

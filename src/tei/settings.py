@@ -44,6 +44,7 @@ class Settings:
     grpc: bool = False  # serve gRPC instead of HTTP on `port`
     grpc_port: int | None = None  # serve gRPC on this port as well as HTTP on `port`
     grpc_max_parallel_stream_requests: int = 1024
+    ray_serve: object | None = None  # tei.ray.options.RayServeOptions: serve through Ray Serve (--ray-replicas)
 
     @property
     def model_name(self) -> str:
