@@ -81,6 +81,10 @@ def application(settings: Settings):
 
 
 def application_from_args(args: dict):
+    return application(settings_from_args(args))
+
+
+def settings_from_args(args: dict) -> Settings:
     """`key=value` builder arguments (Serve CLI or serveConfigV2 `args`) parsed as router flags."""
     from ..cli import build_parser, parse_settings
 
@@ -95,7 +99,7 @@ def application_from_args(args: dict):
     settings = parse_settings(argv)
     if settings.ray_serve is None:
         settings = parse_settings([*argv, "--ray-replicas", "1"])
-    return application(settings)
+    return settings
 
 
 def run(settings: Settings) -> int:
