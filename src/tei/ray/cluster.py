@@ -7,7 +7,10 @@ processes inherit it. No dashboard, no usage stats, and a small object store: th
 30% of RAM."""
 from __future__ import annotations
 
+import logging
 import os
+
+log = logging.getLogger("tei")
 
 LOOPBACK = "127.0.0.1"
 OBJECT_STORE_BYTES = 300 * 1024 * 1024
@@ -15,6 +18,12 @@ OBJECT_STORE_BYTES = 300 * 1024 * 1024
 
 def connect(num_cpus: int | None = None, object_store_bytes: int = OBJECT_STORE_BYTES) -> bool:
     """ray.init once per process; returns True when this call started a local Ray."""
+    started = _init(num_cpus, object_store_bytes)
+    log.info("Ray nodes: %s", node_addresses())
+    return started
+
+
+def _init(num_cpus: int | None, object_store_bytes: int) -> bool:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     address = os.environ.get("RAY_ADDRESS")
     if not address:
