@@ -266,3 +266,17 @@ def test_progress_bar_on_a_terminal_only(tmp_path, minilm_path, texts):
     assert proc.wait(timeout=300) == 0
     text = seen.decode(errors="replace")
     assert "%|" in text and "300/300" in text and "texts/s" in text
+
+
+def test_a_job_no_row_could_pass_stops_at_once(tmp_path, minilm_path, capsys):
+    path = write(tmp_path / "in.jsonl", ["a", "b"])
+    out = tmp_path / "o.parquet"
+    base = ["--model-id", minilm_path, "--input", str(path), "--output", str(out)]
+    assert batch(*base, "--dimensions", "5000") == 2
+    assert batch(*base, "--task", "classify") == 2
+    assert batch(*base, "--prompt-name", "query") == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines == ["error: --dimensions must be between 1 and the model's 384",
+                     "error: --task classify needs a classifier or reranker model; this model is `embedding`",
+                     "error: `prompt_name` `query` was given but the model has no prompts"]
+    assert not out.exists()

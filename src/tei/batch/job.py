@@ -17,7 +17,7 @@ import pyarrow as pa
 
 from ..engine.errors import EngineError
 from ..settings import Settings
-from .inputs import DOCUMENT, ID, INVALID, QUERY, REQUEST, ROW, TEXT
+from .inputs import DOCUMENT, ID, INVALID, QUERY, REQUEST, ROW, TEXT, InputError
 
 # Result columns, beside ROW, ID and ERROR.
 EMBEDDING, SCORE, SCORES, LABEL, RESPONSE, ERROR = "embedding", "score", "scores", "label", "__response__", "error"
@@ -49,8 +49,29 @@ class Worker:
 
         self.options = options
         self.engine = build_engine(settings)
+        try:
+            self._check()
+        except InputError:
+            self.engine.close()
+            raise
         self.labels = self._labels()
         self._loop = asyncio.new_event_loop()
+
+    def _check(self) -> None:
+        """What would fail every row fails the job instead, at once, with one sentence."""
+        spec, opts = self.engine.spec, self.options
+        wanted = {"embed": ("embedding",), "openai": ("embedding",), "classify": ("classifier", "reranker"),
+                  "rerank": ("reranker", "embedding")}[opts.task]
+        if spec.kind not in wanted:
+            raise InputError(f"--task {'embed' if opts.task == 'openai' else opts.task} needs a {' or '.join(wanted)}"
+                             f" model; this model is `{spec.kind}`")
+        size = self.engine.model.output_size
+        if opts.dimensions is not None and not 0 < opts.dimensions <= size:
+            raise InputError(f"--dimensions must be between 1 and the model's {size}")
+        try:
+            self.engine._prompt(opts.prompt_name)
+        except EngineError as exc:
+            raise InputError(exc.message.removeprefix("Input validation error: ")) from None
 
     def _labels(self) -> list[str]:
         id2label = self.engine.spec.id2label or {}
@@ -147,10 +168,14 @@ class Worker:
         return out
 
     async def _openai(self, requests: list, errors: list) -> list[str]:
-        from .openai_batch import answer
+        from .openai_batch import answer, waves
 
-        return await asyncio.gather(*(answer(self.engine, self.options.model_name, r, e)
-                                      for r, e in zip(requests, errors)))
+        out: list[str] = []
+        # A request may carry many inputs: waves keep the items in flight within the engine's limit.
+        for wave in waves(requests, errors, self.engine.config.max_concurrent_requests // 2):
+            out += await asyncio.gather(*(answer(self.engine, self.options.model_name, requests[i], errors[i])
+                                          for i in wave))
+        return out
 
     @staticmethod
     def _table(chunk: pa.Table, results: dict, errors: list) -> pa.Table:

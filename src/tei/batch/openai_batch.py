@@ -42,6 +42,27 @@ async def answer(engine, model_name: str, line: str | None, invalid: str | None)
         return _line(custom_id, status_of(exc), None, exc.message)
 
 
+def waves(requests: list, errors: list, budget: int) -> list[list[int]]:
+    """Consecutive groups of request indexes whose inputs add up to at most `budget` items."""
+    out: list[list[int]] = [[]]
+    used = 0
+    for i, (line, error) in enumerate(zip(requests, errors)):
+        n = 1 if error or not line else _size(orjson.loads(line).get("body"))
+        if out[-1] and used + n > budget:
+            out.append([])
+            used = 0
+        out[-1].append(i)
+        used += n
+    return [w for w in out if w]
+
+
+def _size(body) -> int:
+    inputs = body.get("input") if isinstance(body, dict) else None
+    if isinstance(inputs, list) and inputs and not all(isinstance(x, int) for x in inputs):
+        return len(inputs)
+    return 1
+
+
 def _parse(request: dict) -> dict:
     from pydantic import ValidationError
 
