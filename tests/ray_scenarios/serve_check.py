@@ -71,12 +71,18 @@ async def scenario(base: str) -> dict:
         out["bad_json"] = answer(await c.post("/embed", content=b"{", headers={"content-type": "application/json"}))
         out["too_many"] = answer(await c.post("/embed", json={"inputs": ["a"] * 40}))  # > max-client-batch-size
         out["over_permits"] = answer(await c.post("/embed", json={"inputs": ["a"] * 12}))  # > max-concurrent-requests
-        # Few at a time: Serve spreads them over both replicas (power of two choices).
+        # Few at a time: Serve spreads them over both replicas (power of two choices). Its view of
+        # the replicas' queues lags, so one may be refused (429, Retry-After): retry, as a client would.
         sem = asyncio.Semaphore(3)
 
         async def one(i):
             async with sem:
-                return answer(await c.post("/embed", json={"inputs": f"spread {i}"}))
+                for _ in range(10):
+                    r = await c.post("/embed", json={"inputs": f"spread {i}"})
+                    if r.status_code != 429:
+                        break
+                    await asyncio.sleep(float(r.headers.get("retry-after", "1")))
+                return answer(r)
 
         out["spread"] = await asyncio.gather(*(one(i) for i in range(40)))
         # A flood: far more at once than replicas x max-ongoing + queue. Only 200 and 429 may answer.

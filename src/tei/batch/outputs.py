@@ -75,26 +75,26 @@ class Parts:
         return counts
 
 
-def _renamed(table: pa.Table, id_name: str) -> pa.Table:
+def _renamed(table: pa.Table, id_name: str, keep_row: bool = False) -> pa.Table:
     """Internal names -> output names: the id column under its input name, or `row`."""
     names = []
     for name in table.column_names:
         if name == ID:
             names.append(id_name)
         elif name == ROW:
-            names.append("row" if ID not in table.column_names else "__row__")
+            names.append("row" if keep_row or ID not in table.column_names else "__row__")
         else:
             names.append(name)
     table = table.rename_columns(names)
     return table.drop_columns(["__row__"]) if "__row__" in names else table
 
 
-def _tables(shards: list[Path], id_name: str, counts: dict):
+def _tables(shards: list[Path], id_name: str, counts: dict, keep_row: bool = False):
     for path in shards:
         table = pq.read_table(path)
         counts["rows"] += table.num_rows
         counts["errors"] += table.num_rows - table.column(ERROR).null_count
-        yield _renamed(table, id_name)
+        yield _renamed(table, id_name, keep_row)
 
 
 def _write_parquet(path: str, shards: list[Path], id_name: str, counts: dict) -> None:
@@ -121,7 +121,8 @@ def _write_jsonl(path: str, shards: list[Path], id_name: str, counts: dict) -> N
 
 
 def _write_npy(path: str, shards: list[Path], id_name: str, counts: dict) -> None:
-    """A [rows, dim] float32 .npy; a failed row is NaN, and `OUTPUT.errors.jsonl` says why."""
+    """A [rows, dim] float32 .npy; a failed row is NaN, and `OUTPUT.errors.jsonl` says why (by row
+    number, and id when there is one)."""
     rows = sum(pq.read_metadata(p).num_rows for p in shards)
     width = 0
     for p in shards:
@@ -133,7 +134,7 @@ def _write_npy(path: str, shards: list[Path], id_name: str, counts: dict) -> Non
     errors_path = os.path.splitext(path.removesuffix(".tmp"))[0] + ".errors.jsonl"
     start = 0
     with open(errors_path, "wb") as errs:
-        for table in _tables(shards, id_name, counts):
+        for table in _tables(shards, id_name, counts, keep_row=True):
             n = table.num_rows
             block = out[start : start + n]
             block[:] = np.nan
