@@ -173,8 +173,11 @@ class Worker:
         out: list[str] = []
         # A request may carry many inputs: waves keep the items in flight within the engine's limit.
         for wave in waves(requests, errors, self.engine.config.max_concurrent_requests // 2):
-            out += await asyncio.gather(*(answer(self.engine, self.options.model_name, requests[i], errors[i])
-                                          for i in wave))
+            answers = await asyncio.gather(*(answer(self.engine, self.options.model_name, requests[i], errors[i])
+                                             for i in wave))
+            for i, (line, error) in zip(wave, answers):
+                out.append(line)
+                errors[i] = error  # counted in the summary; the line itself carries it for the user
         return out
 
     @staticmethod

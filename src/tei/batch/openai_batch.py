@@ -23,7 +23,8 @@ class RequestError(Exception):
         self.status, self.message = status, message
 
 
-async def answer(engine, model_name: str, line: str | None, invalid: str | None) -> str:
+async def answer(engine, model_name: str, line: str | None, invalid: str | None) -> tuple[str, str | None]:
+    """(the output line, the error message or None)."""
     from ..server.errors import status_of
     from ..server.routes_openai import embeddings_body
 
@@ -35,11 +36,11 @@ async def answer(engine, model_name: str, line: str | None, invalid: str | None)
         req = _parse(request)
         result = await engine.embed(req["input"], normalize=True, dimensions=req["dimensions"])
         body = embeddings_body(result.values, req["encoding_format"], model_name, result.usage.tokens)
-        return _line(custom_id, 200, body, None)
+        return _line(custom_id, 200, body, None), None
     except RequestError as exc:
-        return _line(custom_id, exc.status, None, exc.message)
+        return _line(custom_id, exc.status, None, exc.message), exc.message
     except EngineError as exc:
-        return _line(custom_id, status_of(exc), None, exc.message)
+        return _line(custom_id, status_of(exc), None, exc.message), exc.message
 
 
 def waves(requests: list, errors: list, budget: int) -> list[list[int]]:
