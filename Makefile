@@ -10,11 +10,12 @@ TORCH_SPEC ?= torch==2.13.0
 
 install: $(STAMP)
 
+# The test install carries the ray extra: the Ray Serve and Ray Data tests run in `make test`.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH_SPEC)"
-	$(PY) -m pip install -q -e ".[test]"
+	$(PY) -m pip install -q -e ".[test,ray]"
 	touch $(STAMP)
 
 serve: install
@@ -26,7 +27,7 @@ test: install
 # Ours vs Infinity (installed on first use into benchmarks/.venv-infinity) vs in-process
 # sentence-transformers; see benchmarks/README.md. ARGS="--soak 600" for the 10-minute memory check.
 bench: install
-	$(PY) -m pip install -q -e ".[test,bench]"
+	$(PY) -m pip install -q -e ".[test,ray,bench]"
 	$(PY) benchmarks/compare.py $(ARGS)
 
 # Regenerate the committed gRPC modules in src/tei/grpc/ from tei.proto.

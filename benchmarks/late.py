@@ -44,9 +44,9 @@ def _rate(fn, texts, seconds: float) -> float:
 
 def _engine(folder, **settings):
     from tei.app import build_engine
-    from tei.settings import Settings
+    from tei.settings import ModelSettings
 
-    return build_engine(Settings(model_id=str(folder), device="cpu", dtype="float32", max_client_batch_size=512,
+    return build_engine(ModelSettings.from_options(model_id=str(folder), device="cpu", dtype="float32", max_client_batch_size=512,
                                  **settings))
 
 

@@ -159,12 +159,12 @@ def test_a_tiny_case_worked_out_by_hand(models_dir):
 ])
 def test_unverifiable_variants_are_refused_in_one_line(models_dir, key, value, message):
     from tei.app import StartupError, build_engine
-    from tei.settings import Settings
+    from tei.settings import ModelSettings
 
     folder = build_jina_embedding(models_dir / f"jina-{key}", seed=54)
     cfg = json.loads((folder / "config.json").read_text())
     cfg[key] = value
     (folder / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(StartupError, match=message) as err:
-        build_engine(Settings(model_id=str(folder), device="cpu", dtype="float32"))
+        build_engine(ModelSettings.from_options(model_id=str(folder), device="cpu", dtype="float32"))
     assert "\n" not in str(err.value)

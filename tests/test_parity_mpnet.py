@@ -141,7 +141,7 @@ def test_an_unverifiable_bucket_count_is_refused_in_one_line(models_dir):
     import json
 
     from tei.app import StartupError, build_engine
-    from tei.settings import Settings
+    from tei.settings import ModelSettings
 
     folder = build_embedding_model(models_dir / "mpnet-64", "mpnet", seed=35)
     hf = folder.parent / (folder.name + "-hf")
@@ -151,5 +151,5 @@ def test_an_unverifiable_bucket_count_is_refused_in_one_line(models_dir):
             cfg["relative_attention_num_buckets"] = 64
             (f / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(StartupError, match="relative_attention_num_buckets=64 is not supported") as err:
-        build_engine(Settings(model_id=str(folder), device="cpu", dtype="float32"))
+        build_engine(ModelSettings.from_options(model_id=str(folder), device="cpu", dtype="float32"))
     assert "\n" not in str(err.value)

@@ -119,10 +119,10 @@ def test_reduced_precision_runs_and_stays_close(st_static, dtype):
 
 def test_a_pooling_other_than_mean_is_refused(st_static):
     from tei.app import StartupError, build_engine
-    from tei.settings import Settings
+    from tei.settings import ModelSettings
 
     with pytest.raises(StartupError, match="--pooling cls` is not supported"):
-        build_engine(Settings(model_id=str(st_static), device="cpu", pooling="cls"))
+        build_engine(ModelSettings.from_options(model_id=str(st_static), device="cpu", pooling="cls"))
 
 
 def test_registry_and_info(st_static, m2v):

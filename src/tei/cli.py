@@ -7,6 +7,7 @@ import os
 import sys
 
 from . import __version__
+from .ray import options as ray_options
 from .settings import ModelSettings, ServerSettings, default_tokenization_workers
 
 _FALSE = {"false", "0", "no", "off", "n", "f", ""}
@@ -125,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add("--onnx-filename", help="ONNX weights file of TEI's ORT backend (ignored: this server runs PyTorch)")
     p.add("--usage-stats", help="TEI's usage telemetry setting (accepted; always off: nothing is ever sent)")
     p.add("--device-id", type=int, help="Index of the accelerator to use (as cuda:N / npu:N)")
+    ray_options.add_flags(p)
     return p
 
 
@@ -228,6 +230,7 @@ def parse_settings(argv: list[str] | None = None) -> ServerSettings:
         onnx_filename=args.onnx_filename,
         usage_stats=args.usage_stats,
         task=os.environ.get("TASK") or None,
+        ray_serve=ray_options.from_args(args),
     )
 
 
@@ -247,6 +250,10 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit("error: --default-prompt and --default-prompt-name cannot be used together")
     if settings.grpc and settings.grpc_port is not None:
         sys.exit("error: --grpc serves gRPC on --port, --grpc-port serves it beside HTTP: use one of them")
+    if settings.ray_serve is not None:
+        from .ray.serve import run as run_on_ray_serve
+
+        sys.exit(run_on_ray_serve(settings))
     from .app import run
 
     sys.exit(run(settings))

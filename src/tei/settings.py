@@ -78,6 +78,7 @@ class ServerSettings:
     onnx_filename: str | None = None
     usage_stats: str | None = None
     task: str | None = None  # TASK=sentence-similarity: POST / serves /similarity
+    ray_serve: object | None = None  # tei.ray.options.RayServeOptions: serve through Ray Serve (--ray-replicas)
 
     @property
     def model(self) -> ModelSettings:

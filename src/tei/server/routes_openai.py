@@ -18,8 +18,13 @@ async def openai_embeddings(req: OpenAIEmbedRequest, request: Request):
     engine = engine_of(request, EMBED, req.model)
     # TEI: server-side auto-truncate, right side, default prompt, always normalized (after `dimensions`).
     result = await engine.embed(items(req.input), normalize=True, dimensions=req.dimensions)
-    vectors: np.ndarray = result.values
-    if req.encoding_format == "base64":
+    body = embeddings_body(result.values, req.encoding_format, engine.name, result.usage.tokens)
+    return with_usage(body, result.usage)
+
+
+def embeddings_body(vectors: np.ndarray, encoding_format: str, model: str, tokens: int) -> dict:
+    """OpenAI's embeddings list; also the body of each line of an OpenAI batch output (tei.batch)."""
+    if encoding_format == "base64":
         little = vectors.astype("<f4", copy=False)
         data = [
             {"object": "embedding", "embedding": base64.b64encode(row.tobytes()).decode("ascii"), "index": i}
@@ -27,14 +32,12 @@ async def openai_embeddings(req: OpenAIEmbedRequest, request: Request):
         ]
     else:
         data = [{"object": "embedding", "embedding": row, "index": i} for i, row in enumerate(vectors)]
-    tokens = result.usage.tokens
-    body = {
+    return {
         "object": "list",
         "data": data,
-        "model": engine.name,
+        "model": model,
         "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
     }
-    return with_usage(body, result.usage)
 
 
 for _path in ("/v1/embeddings", "/embeddings"):
