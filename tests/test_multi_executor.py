@@ -39,10 +39,10 @@ class FakeModel:
         self.placement = _Placement(device)
         self.threads: set[str] = set()
 
-    def make_batch(self, ids, type_ids, lengths):
+    def make_batch(self, ids, type_ids, lengths, attend=None):
         return ids, lengths
 
-    def forward(self, batch, want_hidden=False):
+    def forward(self, batch, want_hidden=False, kinds=None):
         ids, lengths = batch
         self.threads.add(threading.current_thread().name)
         self.log.append(self.name)

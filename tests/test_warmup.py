@@ -44,10 +44,10 @@ class _FakeModel:
         self.placement = CPU
         self.log: list = []
 
-    def make_batch(self, ids, type_ids, lengths):
+    def make_batch(self, ids, type_ids, lengths, attend=None):
         return lengths
 
-    def forward(self, lengths, want_hidden=False):
+    def forward(self, lengths, want_hidden=False, kinds=None):
         self.log.append(("batch", len(lengths)))
         from tei.models.loader import ModelOutput
 

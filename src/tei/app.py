@@ -81,7 +81,7 @@ def build_engine(settings: ModelSettings, loaded: dict | None = None):
         folder = resolve_model_dir(
             settings.model_id, settings.revision, settings.huggingface_hub_cache, settings.hf_token
         )
-        spec = read_spec(folder, settings.pooling, settings.default_prompt_name, model_id=settings.model_id,
+        spec = read_spec(folder, settings.pooling, settings.engine.default_prompt_name, model_id=settings.model_id,
                          model_kind=settings.model_kind, backend=settings.backend,
                          trust_remote_code=settings.trust_remote_code)
         placement = _family_dtype(spec, placement, settings)
