@@ -69,6 +69,9 @@ def _malloc_trim():
 
 
 TRIM_EVERY_S = 2.0
+# Idle work (Batcher.when_idle) starts only after this long without a request: a steady stream of
+# requests, or health probes that come more often, never waits on it.
+IDLE_AFTER_S = 0.5
 
 
 class _Item:
@@ -90,6 +93,7 @@ class Batcher:
         self._queue: collections.deque[_Item] = collections.deque()
         self._calls: collections.deque = collections.deque()  # (fn, args, concurrent.futures.Future)
         self._idle: collections.deque = collections.deque()  # callables run while nothing else waits
+        self._last_submit = time.monotonic()
         self._cond = threading.Condition()
         self._stopping = False
         self._trim = _malloc_trim()
@@ -108,6 +112,7 @@ class Batcher:
         items = [_Item(job, i, e.ids, e.type_ids) for i, e in enumerate(encoded)]
         with self._cond:
             self._queue.extend(items)
+            self._last_submit = time.monotonic()
             self._cond.notify()
 
     def call(self, fn, *args):
@@ -124,9 +129,9 @@ class Batcher:
 
     def when_idle(self, steps) -> None:
         """Run these callables on the inference thread, one at a time, only while no request and no
-        call waits (start-up work that can finish after the server is ready: kernels for the larger
-        batch sizes). A request that arrives waits for at most the step under way. A failing step is
-        logged and the rest are dropped: they only save first-use latency."""
+        call waits and none came for IDLE_AFTER_S (start-up work that can finish after the server is
+        ready: kernels for the larger batch sizes). A request that arrives waits for at most the step
+        under way. A failing step is logged and the rest are dropped: they only save first-use latency."""
         with self._cond:
             self._idle.extend(steps)
             self._cond.notify()
@@ -160,8 +165,11 @@ class Batcher:
     def _run(self) -> None:
         while True:
             with self._cond:
-                while not self._queue and not self._calls and not self._idle and not self._stopping:
-                    self._cond.wait()
+                while not self._queue and not self._calls and not self._stopping:
+                    quiet = self._last_submit + IDLE_AFTER_S - time.monotonic() if self._idle else None
+                    if quiet is not None and quiet <= 0:
+                        break
+                    self._cond.wait(quiet)
                 if self._stopping and not self._queue:
                     for _fn, _args, future in self._calls:
                         future.set_exception(BackendError("the inference thread has stopped"))
