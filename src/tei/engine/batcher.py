@@ -69,9 +69,11 @@ def _malloc_trim():
 
 
 TRIM_EVERY_S = 2.0
-# Idle work (Batcher.when_idle) starts only after this long without a request: a steady stream of
-# requests, or health probes that come more often, never waits on it.
-IDLE_AFTER_S = 0.5
+# Idle work (Batcher.when_idle) starts only after this long without a request (or since it was
+# handed over): a steady stream of requests never waits on it, nor the readiness probes that follow
+# start-up (a step of a large model's kernels takes 0.2-0.3 s on a quiet 2-core machine, and several
+# seconds on a busy one, longer than a probe's timeout).
+IDLE_AFTER_S = 2.0
 
 
 class _Item:
@@ -134,6 +136,7 @@ class Batcher:
         under way. A failing step is logged and the rest are dropped: they only save first-use latency."""
         with self._cond:
             self._idle.extend(steps)
+            self._last_submit = time.monotonic()
             self._cond.notify()
 
     @property
