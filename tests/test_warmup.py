@@ -57,18 +57,19 @@ class _FakeModel:
 def test_idle_work_yields_to_requests():
     model = _FakeModel()
     batcher = Batcher(model, 4096, None)
-    release = threading.Event()
+    started, release = threading.Event(), threading.Event()
 
     def step(i):
         def run_step():
             if i == 0:
+                started.set()
                 release.wait(10)  # a step under way when the request arrives
             model.log.append(("step", i))
         return run_step
 
     try:
         batcher.when_idle([step(i) for i in range(4)])
-        time.sleep(0.1)
+        assert started.wait(10)
 
         async def one_request():
             loop = asyncio.get_running_loop()
@@ -87,6 +88,35 @@ def test_idle_work_yields_to_requests():
     finally:
         batcher.stop()
     assert model.log == [("step", 0), ("batch", 1), ("step", 1), ("step", 2), ("step", 3)]
+
+
+def test_idle_work_waits_for_a_quiet_spell():
+    """Requests (health probes too) that come more often than IDLE_AFTER_S never wait on idle work."""
+    from tei.engine.executor import IDLE_AFTER_S
+
+    model = _FakeModel()
+    batcher = Batcher(model, 4096, None)
+    try:
+        batcher.when_idle([lambda: model.log.append("step")])
+
+        async def steady():
+            loop = asyncio.get_running_loop()
+            for _ in range(6):
+                job = Job(EMBED, 1, loop, loop.create_future())
+                job.output = np.zeros((1, 4), dtype=np.float32)
+                batcher.submit(job, [Encoded(np.array([1], np.int32), np.zeros(1, np.int32), 1)])
+                await asyncio.wait_for(job.future, 10)
+                await asyncio.sleep(IDLE_AFTER_S / 4)
+
+        asyncio.run(steady())
+        assert "step" not in model.log
+        deadline = time.monotonic() + 10
+        while batcher.idle_work and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert batcher.idle_work == 0
+    finally:
+        batcher.stop()
+    assert model.log[-1] == "step"
 
 
 def test_a_failing_step_drops_the_rest_and_requests_still_run(caplog):

@@ -90,6 +90,7 @@ class Batcher:
         items = [_Item(job, i, e.ids, e.type_ids, getattr(e, "attend", None)) for i, e in enumerate(encoded)]
         with self._cond:
             self._queue.extend(items)
+            self._executor.last_submit = time.monotonic()
             self._cond.notify()
 
     def call(self, fn, *args):
@@ -98,8 +99,9 @@ class Batcher:
 
     def when_idle(self, steps) -> None:
         """Run these callables on the device's thread, one at a time, only while no request and no
-        call waits there (start-up work that can finish after the server is ready: kernels for the
-        larger batch sizes). A request that arrives waits for at most the step under way."""
+        call waits there and none came for executor.IDLE_AFTER_S (start-up work that can finish after
+        the server is ready: kernels for the larger batch sizes). A request that arrives waits for at
+        most the step under way."""
         self._executor.when_idle(steps)
 
     @property

@@ -22,6 +22,11 @@ from .errors import BackendError
 log = logging.getLogger(__name__)
 
 TRIM_EVERY_S = 2.0
+# Idle work (Batcher.when_idle) starts only after this long without a request (or since it was
+# handed over): a steady stream of requests never waits on it, nor the readiness probes that follow
+# start-up (a step of a large model's kernels takes 0.2-0.3 s on a quiet 2-core machine, and several
+# seconds on a busy one, longer than a probe's timeout).
+IDLE_AFTER_S = 2.0
 
 
 def _malloc_trim():
@@ -44,6 +49,7 @@ class DeviceExecutor:
         self._turn = 0  # index of the queue that gets the next batch if it has one
         self._calls: deque = deque()  # (fn, args, concurrent.futures.Future)
         self._idle: deque = deque()  # callables run only while nothing else waits (Batcher.when_idle)
+        self.last_submit = time.monotonic()  # of a request to any attached queue (under `cond`)
         self._stopping = False
         self._trim = _malloc_trim()
         self._last_trim = time.monotonic()
@@ -81,6 +87,7 @@ class DeviceExecutor:
     def when_idle(self, steps) -> None:
         with self.cond:
             self._idle.extend(steps)
+            self.last_submit = time.monotonic()
             self.cond.notify()
 
     @property
@@ -118,10 +125,11 @@ class DeviceExecutor:
                         for _fn, _args, future in self._calls:
                             future.set_exception(BackendError("the inference thread has stopped"))
                         return
-                    if self._idle:
+                    quiet = self.last_submit + IDLE_AFTER_S - time.monotonic() if self._idle else None
+                    if quiet is not None and quiet <= 0:
                         work = (self._idle.popleft(),)
                         break
-                    self.cond.wait()
+                    self.cond.wait(quiet)
                     work = self._next()
             if len(work) == 1:
                 self._run_idle_step(work[0])
