@@ -149,7 +149,9 @@ class Batcher:
             attend=[it.attend for it in batch],
         )
         kinds = {it.job.kind for it in batch}
-        out = self.model.forward(packed, want_hidden=EMBED_ALL in kinds, kinds=kinds)  # a failure fails this batch (executor)
+        # `kinds` only when a batch asks for more than TEI's outputs (models/late.py): the plain call stays as it was.
+        extra = {"kinds": kinds} if kinds - {EMBED, EMBED_ALL, PREDICT} else {}
+        out = self.model.forward(packed, want_hidden=EMBED_ALL in kinds, **extra)  # a failure fails this batch (executor)
         elapsed = time.perf_counter() - start
         offset = 0
         for row, it in enumerate(batch):
