@@ -20,7 +20,8 @@ DOCS = TEXTS[:5]
 
 
 def _serve(folder, *args):
-    return ServerProcess("--model-id", str(folder), *args)  # started by `with`
+    # started by `with`; kernel building for 76 batch sizes can take minutes on a loaded 2-core box
+    return ServerProcess("--model-id", str(folder), *args, startup_timeout=300.0)
 
 
 @pytest.fixture(scope="module")
