@@ -86,7 +86,7 @@ def test_rayservice_example():
     from tei.ray.serve import settings_from_args
 
     settings = settings_from_args(app["args"])
-    assert settings.model_id == app["args"]["model-id"]
+    assert settings.model.model_id == app["args"]["model-id"]
     opts = settings.ray_serve.deployment()
     assert opts["autoscaling_config"]["max_replicas"] == app["args"]["ray-max-replicas"]
     assert opts["max_queued_requests"] == app["args"]["ray-max-queued-requests"]

@@ -65,7 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def settings_from(args: argparse.Namespace) -> ModelSettings:
     values = {name: getattr(args, name) for name in MODEL_FLAGS}
-    values["model_id"] = values["model_id"] or None
+    # The router's --model-id keeps its flags in order (several models); a job has one model.
+    ids = [value for dest, value in getattr(args, "model_flags", None) or [] if dest == "model_id"]
+    values["model_id"] = (ids[-1] if ids else values["model_id"]) or None
     values["hf_token"] = values["hf_token"] or router_cli._hf_token_from_file()
     values["auto_truncate"] = bool(values["auto_truncate"])
     values["tokenization_workers"] = max(1, values["tokenization_workers"])

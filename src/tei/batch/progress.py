@@ -3,6 +3,7 @@
 The bar is drawn only on a terminal and without --quiet: a log file gets the summary alone."""
 from __future__ import annotations
 
+import shutil
 import sys
 import time
 
@@ -16,7 +17,11 @@ class Progress:
         self.start = time.perf_counter()
         self.done = 0
         self.skipped = 0
-        self.bar = tqdm(total=total, unit=f" {unit}", unit_scale=True, dynamic_ncols=True, smoothing=0.1,
+        # A terminal that reports no size (a fresh pty, some CI consoles) would get an empty bar: tqdm
+        # draws nothing at zero columns and hides bars below the last of zero rows.
+        size = shutil.get_terminal_size((100, 24))
+        self.bar = tqdm(total=total, unit=f" {unit}", unit_scale=True, ncols=size.columns, nrows=size.lines,
+                        smoothing=0.1,
                         disable=quiet or not sys.stderr.isatty(), file=sys.stderr)
 
     def skip(self, n: int) -> None:

@@ -162,6 +162,8 @@ class Batcher:
                     job.output[it.slot] = out.pooled[row]
                 elif job.kind == PREDICT:
                     job.output[it.slot] = out.logits[row]
+                elif job.kind in out.per_seq:  # models/late.py: sparse and multi-vector outputs
+                    job.output[it.slot] = out.per_seq[job.kind][row]
                 else:
                     job.output[it.slot] = out.hidden[offset : offset + n_tokens]
                 job.queue_time += start - job.queued_at

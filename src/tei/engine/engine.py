@@ -310,8 +310,8 @@ class Engine(LateInteraction):
             raise EmptyInput("`texts` cannot be empty")
         if len(texts) > self.rerank_limit:
             raise BatchTooLarge(len(texts), self.rerank_limit)
-        if instruction is not None and self.template is None:
-            raise ValidationError("`instruction` is only used by LLM rerankers (Qwen3-Reranker); this model takes none")
+        # `instruction` only fills an LLM reranker's template; other models ignore it, as they ignore
+        # any unknown field (FastGPT and other clients send one whatever the model).
         if self.spec.kind == "reranker":
             opts = self._pair_options(truncate, truncation_direction, instruction) or TokenizeOptions(
                 self._truncate(truncate), truncation_direction, self.default_prompt, pair_strategy="only_second"
