@@ -72,17 +72,30 @@ def test_rerank_bad_input(rerank_server):
 def test_rerank_grpc(rerank_server, qwen_reranker):
     import grpc
 
-    # The server's own stubs: tei-client's proto (one package name, one descriptor pool) has no `instruction`.
-    from tei.grpc import tei_pb2 as pb
-    from tei.grpc import tei_pb2_grpc
+    # tei-client's stubs (what TEI users have; our tei_pb2 defines the same tei.v1 symbols, so the two
+    # cannot share this process's descriptor pool). Its RerankRequest has no `instruction`: the field
+    # (7, a string) is appended to the serialized message as protobuf's wire format lays it out.
+    from tei_client.stubs import tei_pb2 as pb
+    from tei_client.stubs import tei_pb2_grpc
+
+    def with_instruction(request) -> bytes:
+        text = TASK.encode("utf-8")
+        length, varint = len(text), b""
+        while True:
+            byte, length = length & 0x7F, length >> 7
+            varint += bytes([byte | (0x80 if length else 0)])
+            if not length:
+                break
+        return request.SerializeToString() + bytes([(7 << 3) | 2]) + varint + text
 
     limit = httpx.get(rerank_server.url + "/info").json()["max_input_length"]
     ref_task = np.asarray(reference_rerank(qwen_reranker, RERANK_QUERY, RERANK_DOCS, instruction=TASK, max_length=limit))
     with grpc.insecure_channel(f"127.0.0.1:{rerank_server.grpc_port}") as channel:
         stub = tei_pb2_grpc.RerankStub(channel)
         plain = stub.Rerank(pb.RerankRequest(query=RERANK_QUERY, texts=RERANK_DOCS, raw_scores=True), timeout=300)
-        task = stub.Rerank(pb.RerankRequest(query=RERANK_QUERY, texts=RERANK_DOCS, raw_scores=True, instruction=TASK),
-                           timeout=300)
+        rerank = channel.unary_unary("/tei.v1.Rerank/Rerank", request_serializer=with_instruction,
+                                     response_deserializer=pb.RerankResponse.FromString)
+        task = rerank(pb.RerankRequest(query=RERANK_QUERY, texts=RERANK_DOCS, raw_scores=True), timeout=300)
     ref = np.asarray(reference_rerank(qwen_reranker, RERANK_QUERY, RERANK_DOCS, max_length=limit))
     assert max(abs(r.score - ref[r.index]) for r in plain.ranks) <= TOL
     assert max(abs(r.score - ref_task[r.index]) for r in task.ranks) <= TOL
