@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..layers import MLP, Encoder, PostNormLayer, SelfAttention, TokenEmbeddings, concatenated, layer_norm, linear
+from ..layers import MLP, Encoder, PostNormLayer, SelfAttention, TokenEmbeddings, fused_linear, layer_norm, linear
 from ..splade import MaskedLMHead
 from ..weights import Weights
 
@@ -20,7 +20,7 @@ ROBERTA_TYPES = ("roberta", "xlm-roberta", "camembert")
 def _layer(w: Weights, p: str, cfg: dict) -> PostNormLayer:
     eps = cfg.get("layer_norm_eps", 1e-12)
     a = f"{p}.attention"
-    qkv = concatenated(*((w.get(f"{a}.self.{n}.weight"), w.get(f"{a}.self.{n}.bias")) for n in ("query", "key", "value")))
+    qkv = fused_linear(w, [f"{a}.self.{n}" for n in ("query", "key", "value")])
     attn = SelfAttention(qkv, linear(w, f"{a}.output.dense"), cfg["num_attention_heads"])
     mlp = MLP(linear(w, f"{p}.intermediate.dense", cfg.get("hidden_act", "gelu")), linear(w, f"{p}.output.dense"))
     return PostNormLayer(attn, layer_norm(w, f"{a}.output.LayerNorm", eps), mlp, layer_norm(w, f"{p}.output.LayerNorm", eps))

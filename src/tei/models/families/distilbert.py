@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..layers import MLP, Encoder, PostNormLayer, SelfAttention, TokenEmbeddings, concatenated, layer_norm, linear
+from ..layers import MLP, Encoder, PostNormLayer, SelfAttention, TokenEmbeddings, fused_linear, layer_norm, linear
 from ..splade import MaskedLMHead
 from ..weights import Weights
 
@@ -15,7 +15,7 @@ _EPS = 1e-12  # fixed in transformers' DistilBERT, not read from the config
 
 def _layer(w: Weights, p: str, cfg: dict) -> PostNormLayer:
     a = f"{p}.attention"
-    qkv = concatenated(*((w.get(f"{a}.{n}.weight"), w.get(f"{a}.{n}.bias")) for n in ("q_lin", "k_lin", "v_lin")))
+    qkv = fused_linear(w, [f"{a}.{n}" for n in ("q_lin", "k_lin", "v_lin")])
     attn = SelfAttention(qkv, linear(w, f"{a}.out_lin"), cfg["n_heads"])
     mlp = MLP(linear(w, f"{p}.ffn.lin1", cfg.get("activation", "gelu")), linear(w, f"{p}.ffn.lin2"))
     return PostNormLayer(attn, layer_norm(w, f"{p}.sa_layer_norm", _EPS), mlp, layer_norm(w, f"{p}.output_layer_norm", _EPS))

@@ -15,7 +15,7 @@ from torch import nn
 
 from ..attention import AttentionPlan
 from ..layers import (AcrossHeads, Encoder, GatedMLP, PostNormLayer, SelfAttention, SymmetricAlibi, TokenEmbeddings,
-                      concatenated, layer_norm, linear)
+                      fused_linear, layer_norm, linear)
 from ..registry import is_jina_code
 from ..weights import Weights
 
@@ -64,7 +64,7 @@ def encoder(w: Weights, cfg: dict) -> Encoder:
     for i in range(cfg["num_hidden_layers"]):
         p = f"encoder.layer.{i}"
         a = f"{p}.attention"
-        qkv = concatenated(*((w.get(f"{a}.self.{n}.weight"), w.get(f"{a}.self.{n}.bias")) for n in ("query", "key", "value")))
+        qkv = fused_linear(w, [f"{a}.self.{n}" for n in ("query", "key", "value")])
         norms = {}
         if code:
             norms = {"q_norm": AcrossHeads(layer_norm(w, f"{a}.self.layer_norm_q", eps)),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from ..layers import MLP, Encoder, PostNormLayer, RelativePositionBias, SelfAttention, TokenEmbeddings, concatenated
+from ..layers import MLP, Encoder, PostNormLayer, RelativePositionBias, SelfAttention, TokenEmbeddings, fused_linear
 from ..layers import layer_norm, linear
 from ..weights import Weights
 from .bert import RobertaClassifierHead
@@ -34,7 +34,7 @@ def encoder(w: Weights, cfg: dict) -> Encoder:
     for i in range(cfg["num_hidden_layers"]):
         p = f"encoder.layer.{i}"
         a = f"{p}.attention"
-        qkv = concatenated(*((w.get(f"{a}.attn.{n}.weight"), w.get(f"{a}.attn.{n}.bias")) for n in "qkv"))
+        qkv = fused_linear(w, [f"{a}.attn.{n}" for n in "qkv"])
         attn = SelfAttention(qkv, linear(w, f"{a}.attn.o"), heads, bias=bias)
         mlp = MLP(linear(w, f"{p}.intermediate.dense", cfg.get("hidden_act", "gelu")), linear(w, f"{p}.output.dense"))
         layers.append(PostNormLayer(attn, layer_norm(w, f"{a}.LayerNorm", eps), mlp,

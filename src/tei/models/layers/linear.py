@@ -114,6 +114,11 @@ def linear(w, prefix: str, activation: str | None = None, bias: bool = True) -> 
     return Linear(w.get(f"{prefix}.weight"), w.get(f"{prefix}.bias") if bias else None, activation)
 
 
+def fused_linear(w, prefixes, bias: bool = True) -> Linear:
+    """One Linear over the Linears stored at `prefixes`, outputs concatenated in that order (q, k, v → qkv)."""
+    return concatenated(*((w.get(f"{p}.weight"), w.get(f"{p}.bias") if bias else None) for p in prefixes))
+
+
 def concatenated(*parts: tuple[torch.Tensor, torch.Tensor | None]) -> Linear:
     """One Linear whose output is the concatenation of several (q, k, v → qkv)."""
     weight = torch.cat([w for w, _ in parts], 0)
