@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..layers import Encoder, GatedMLP, PreNormLayer, RMSNorm, Rotary, SelfAttention, TokenEmbeddings, concatenated
+from ..layers import Encoder, GatedMLP, PreNormLayer, RMSNorm, Rotary, SelfAttention, TokenEmbeddings, fused_linear
 from ..layers import linear, rope_parameters
 from ..weights import Weights
 from ..yes_no import YesNoHead
@@ -96,8 +96,7 @@ def _layer(w: Weights, p: str, cfg: dict, rotary: Rotary, is_causal: bool, windo
     # Qwen2 always has q/k/v biases and no o bias; Llama and Qwen3 follow `attention_bias` for all four.
     qkv_bias = model_type == "qwen2" or bool(cfg.get("attention_bias"))
     out_bias = model_type != "qwen2" and bool(cfg.get("attention_bias"))
-    qkv = concatenated(*((w.get(f"{a}.{n}.weight"), w.get(f"{a}.{n}.bias") if qkv_bias else None)
-                         for n in ("q_proj", "k_proj", "v_proj")))
+    qkv = fused_linear(w, [f"{a}.{n}" for n in ("q_proj", "k_proj", "v_proj")], bias=qkv_bias)
     q_norm = k_norm = None
     if w.has(f"{a}.q_norm.weight"):
         q_norm, k_norm = (RMSNorm(w.get(f"{a}.{n}.weight"), eps) for n in ("q_norm", "k_norm"))
@@ -108,8 +107,7 @@ def _layer(w: Weights, p: str, cfg: dict, rotary: Rotary, is_causal: bool, windo
     )
     m = f"{p}.mlp"
     mlp_bias = bool(cfg.get("mlp_bias"))
-    gate_up = concatenated(*((w.get(f"{m}.{n}.weight"), w.get(f"{m}.{n}.bias") if mlp_bias else None)
-                             for n in ("gate_proj", "up_proj")))
+    gate_up = fused_linear(w, [f"{m}.{n}" for n in ("gate_proj", "up_proj")], bias=mlp_bias)
     mlp = GatedMLP(gate_up, linear(w, f"{m}.down_proj", bias=mlp_bias), cfg.get("hidden_act", "silu"))
     return PreNormLayer(RMSNorm(w.get(f"{p}.input_layernorm.weight"), eps), attn,
                         RMSNorm(w.get(f"{p}.post_attention_layernorm.weight"), eps), mlp)

@@ -12,7 +12,7 @@ layer sees |i − j| <= sliding_window // 2, a causal one the `sliding_window - 
 from __future__ import annotations
 
 from ..layers import Encoder, GatedMLP, RMSNorm, Rotary, SandwichLayer, SelfAttention, TokenEmbeddings
-from ..layers import concatenated, linear, rope_parameters
+from ..layers import concatenated, fused_linear, linear, rope_parameters
 from ..weights import Weights
 
 PREFIXES = ("model",)
@@ -63,8 +63,7 @@ def encoder(w: Weights, cfg: dict) -> Encoder:
     layers = []
     for i, kind in enumerate(types):
         p, a, m = f"layers.{i}", f"layers.{i}.self_attn", f"layers.{i}.mlp"
-        qkv = concatenated(*((w.get(f"{a}.{n}.weight"), w.get(f"{a}.{n}.bias") if bias else None)
-                             for n in ("q_proj", "k_proj", "v_proj")))
+        qkv = fused_linear(w, [f"{a}.{n}" for n in ("q_proj", "k_proj", "v_proj")], bias=bias)
         attn = SelfAttention(
             qkv, linear(w, f"{a}.o_proj", bias=bias), heads, kv_heads, head_dim,
             q_norm=_norm(w, f"{a}.q_norm.weight", eps), k_norm=_norm(w, f"{a}.k_norm.weight", eps),
