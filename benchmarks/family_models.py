@@ -5,9 +5,11 @@ reach):
 - `mpnet`: all-mpnet-base-v2 (MPNet, 12 layers, hidden 768, 12 heads, mean pooling, 384 tokens);
 - `jina`: jina-embeddings-v2-small-en (JinaBERT v2, 4 layers, hidden 512, 8 heads, GEGLU 2048, ALiBi,
   mean pooling, 8192 positions);
-- `static`: static-retrieval-mrl-en-v1 (sentence-transformers StaticEmbedding, 1024 dimensions).
+- `static`: static-retrieval-mrl-en-v1 (sentence-transformers StaticEmbedding, 1024 dimensions);
+- `bge-m3`: BAAI/bge-m3's dense model (XLM-R large: 24 layers, hidden 1024, 250002 rows, 8194
+  positions, CLS pooling), the 8k-context model of the start-up figures.
 
-    python benchmarks/family_models.py mpnet|jina|static [folder]   # default: benchmarks/results/<name>
+    python benchmarks/family_models.py mpnet|jina|static|bge-m3 [folder]   # default: benchmarks/results/<name>
 """
 from __future__ import annotations
 
@@ -34,6 +36,26 @@ def mpnet(folder: Path) -> Path:
     return folder
 
 
+def bge_m3(folder: Path) -> Path:
+    import json
+
+    import torch
+    import transformers as tf
+    from sentence_transformers import SentenceTransformer, models
+    from tiny_models import _save
+
+    torch.manual_seed(0)
+    config = tf.XLMRobertaConfig(vocab_size=250002, hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
+                                 intermediate_size=4096, max_position_embeddings=8194, type_vocab_size=1)
+    hf = _save(tf.XLMRobertaModel(config), folder.parent / (folder.name + "-hf"), 0)
+    tok_config = json.loads((hf / "tokenizer_config.json").read_text())  # the bundled tokenizer says 512
+    (hf / "tokenizer_config.json").write_text(json.dumps({**tok_config, "model_max_length": 8192}))
+    transformer = models.Transformer(str(hf), max_seq_length=8192)
+    modules = [transformer, models.Pooling(1024, pooling_mode="cls"), models.Normalize()]
+    SentenceTransformer(modules=modules, device="cpu").save(str(folder))
+    return folder
+
+
 def jina(folder: Path) -> Path:
     from tiny_jina import build_jina_embedding
 
@@ -46,7 +68,7 @@ def static(folder: Path) -> Path:
     return build_st_static(folder, dim=1024, max_length=None)
 
 
-BUILDERS = {"mpnet": mpnet, "jina": jina, "static": static}
+BUILDERS = {"mpnet": mpnet, "jina": jina, "static": static, "bge-m3": bge_m3}
 
 
 def build(name: str, folder: Path | None = None) -> Path:

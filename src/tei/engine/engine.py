@@ -87,6 +87,7 @@ class Engine(LateInteraction):
         so): an out-of-memory shows up at start-up. Devices that compile per shape then run one batch
         per shape gear; on CPU, oneDNN builds its kernels for the common gears now and for the others
         once ready, while idle. All of it on the inference thread (Batcher.call says why)."""
+        self.tokenizers.warm()
         placement = self.model.placement
         budget = self.batcher.max_batch_tokens  # the device's own budget where it is below the flag
         # --warmup-tokens sizes the first (full) batch only; the shape gears still cover every batch.

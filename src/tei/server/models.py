@@ -61,7 +61,7 @@ def engine_of(request: Request, task: str = ANY, model: str | None = None) -> En
 def engine_for(task: str = ANY):
     """A FastAPI dependency: the Engine of a route whose body names no model."""
 
-    def dependency(request: Request) -> Engine:
+    async def dependency(request: Request) -> Engine:  # async: FastAPI runs a plain def on a worker thread
         return engine_of(request, task)
 
     return Depends(dependency)
