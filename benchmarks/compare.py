@@ -404,7 +404,8 @@ def main() -> int:
             contenders.append(server.start())
         if not args.skip_inprocess:
             worker = start_inprocess(model, args.task)
-            contenders += [InProcess(worker, "float32"), InProcess(worker, "bfloat16")]
+            # bf16 autocast is the baseline of our bf16 only: without it, its turns would only cost time
+            contenders += [InProcess(worker, d) for d in ("float32", "bfloat16") if d == "float32" or d in args.dtypes]
         take_turns(contenders, args)
     finally:
         for server in servers:

@@ -78,6 +78,40 @@ def test_alibi_bias_matches_the_reference_and_the_paper_slopes():
     assert torch.allclose(out, reference_attention(q, k, v, MIXED, bias=bias), atol=1e-5)
 
 
+class _Recorded:
+    """A bias that records the size of every block asked of it."""
+
+    def __init__(self, bias):
+        self.bias, self.shapes = bias, []
+
+    def __call__(self, length, device, dtype, rows=None):
+        out = self.bias(length, device, dtype, rows=rows)
+        self.shapes.append(tuple(out.shape))
+        return out
+
+
+@pytest.mark.parametrize("causal,window", [(False, None), (True, None), (False, (7, 3))])
+@pytest.mark.parametrize("make_bias", ["alibi", "relative"])
+def test_long_sequences_build_the_bias_per_block_of_queries(monkeypatch, causal, window, make_bias):
+    """Above MASK_BYTES a length's [heads, L, L] mask is never built: blocks of query rows give the
+    same result as the whole mask (the 8k-token ALiBi case, shrunk by lowering the threshold)."""
+    import tei.models.attention.plan as plan
+    from tei.models.layers.relative_bias import RelativePositionBias
+
+    torch.manual_seed(4)
+    heads, lengths = 4, [300, 300, 40, 5]
+    bias = SymmetricAlibi(heads) if make_bias == "alibi" else RelativePositionBias(torch.randn(32, heads))
+    q, k, v = split_qkv(torch.randn(sum(lengths), 3 * heads * 8), heads)
+    ref = reference_attention(q, k, v, lengths, causal=causal, window=window, bias=bias)
+    monkeypatch.setattr(plan, "MASK_BYTES", heads * 100 * 300 * 4)  # blocks of 100 rows for length 300
+    recorded = _Recorded(bias)
+    out = AttentionPlan(_batch(lengths), "sdpa").attend(q, k, v, causal=causal, window=window, bias=recorded)
+    assert torch.allclose(out, ref, atol=1e-5)
+    assert (heads, 100, 300) in recorded.shapes and (heads, 300, 300) not in recorded.shapes
+    assert (heads, 40, 40) in recorded.shapes  # short lengths keep one cached mask
+    assert max(h * r * c * 4 for h, r, c in recorded.shapes) <= plan.MASK_BYTES
+
+
 def test_kernel_choice_falls_back_to_sdpa_for_needs_it_cannot_meet():
     plain = AttentionNeeds(head_dim=64)
     assert choose("torch_varlen", plain) == "torch_varlen"

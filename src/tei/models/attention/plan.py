@@ -14,8 +14,14 @@ from ..batch import PackedBatch, runs
 # 2.0x and torch_varlen 1.6x; batch 32 x 512, 1.07x and 0.99x; nested tensors 0.1-0.2x.
 SDPA_WHEN_UNIFORM = ("torch_varlen", "torch_nested")
 
-# bias(length, device, dtype) → [heads, L, L], added to the attention scores of one sequence
-Bias = Callable[[int, torch.device, torch.dtype], torch.Tensor]
+# bias(length, device, dtype, rows=None) → [heads, L, L] (or the query rows start:stop of it, [heads,
+# stop − start, L]), added to the attention scores of one sequence
+Bias = Callable[..., torch.Tensor]
+
+# An additive mask is [heads, L, L]: for one 8192-token sequence of a 12-head model, 3.2 GB in float32.
+# Above this size it is built per block of query rows, in every layer, and never cached: building it
+# is one multiply-add per score, where attention itself takes 4 x head size per score.
+MASK_BYTES = 128 << 20
 
 
 class AttentionPlan:
@@ -60,8 +66,11 @@ class AttentionPlan:
         out = q.new_empty(total, heads, dim) if len(self.runs) > 1 else None
         for first, count, length in self.runs:
             rows = slice(first, first + count * length)
-            mask = self._mask(length, causal, window, bias, q)
-            ctx = _sdpa(q[rows], k[rows], v[rows], count, length, causal and mask is None, mask, scale)
+            if bias is not None and heads * length * length * q.element_size() > MASK_BYTES:
+                ctx = _blocked_sdpa(q[rows], k[rows], v[rows], count, length, causal, window, bias, scale)
+            else:
+                mask = self._mask(length, causal, window, bias, q)
+                ctx = _sdpa(q[rows], k[rows], v[rows], count, length, causal and mask is None, mask, scale)
             if out is None:
                 return ctx.reshape(total, heads * dim)
             out[rows].view(count, length, heads, dim).copy_(ctx)
@@ -91,11 +100,40 @@ class AttentionPlan:
         return mask
 
 
+def _heads_first(count: int, length: int, *tensors):
+    """Rows of `count` sequences of `length` tokens → [count, heads, length, dim] views."""
+    return (t.reshape(count, length, t.shape[1], t.shape[2]).transpose(1, 2) for t in tensors)
+
+
 def _sdpa(q, k, v, count: int, length: int, is_causal: bool, mask, scale) -> torch.Tensor:
     """Rows of `count` sequences of `length` tokens → [count, length, heads, dim]."""
-    q, k, v = (t.reshape(count, length, t.shape[1], t.shape[2]).transpose(1, 2) for t in (q, k, v))
+    q, k, v = _heads_first(count, length, q, k, v)
     gqa = k.shape[1] != q.shape[1]
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, scale=scale, enable_gqa=gqa)
+    return out.transpose(1, 2)
+
+
+def _blocked_sdpa(q, k, v, count: int, length: int, causal: bool, window, bias: Bias, scale) -> torch.Tensor:
+    """As _sdpa with the bias (and band) mask, one block of query rows at a time, so that no mask
+    larger than MASK_BYTES exists: every query row sees all keys, so blocks are independent."""
+    q, k, v = _heads_first(count, length, q, k, v)
+    heads, gqa = q.shape[1], k.shape[1] != q.shape[1]
+    step = max(16, MASK_BYTES // (heads * length * q.element_size()))
+    out = q.new_empty(q.shape)
+    keys = torch.arange(length, device=q.device)
+    for start in range(0, length, step):
+        stop = min(length, start + step)
+        mask = bias(length, q.device, q.dtype, rows=(start, stop))
+        offset = keys[None, :] - torch.arange(start, stop, device=q.device)[:, None]  # key − query
+        banned = None
+        if window is not None:
+            banned = (offset < -window[0]) | (offset > window[1])
+        if causal:
+            banned = offset > 0 if banned is None else banned | (offset > 0)
+        if banned is not None:
+            mask = mask.masked_fill(banned, float("-inf"))
+        out[:, :, start:stop] = F.scaled_dot_product_attention(q[:, :, start:stop], k, v, attn_mask=mask,
+                                                               scale=scale, enable_gqa=gqa)
     return out.transpose(1, 2)
 
 

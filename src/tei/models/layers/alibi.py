@@ -21,12 +21,14 @@ def alibi_slopes(heads: int) -> torch.Tensor:
 
 
 class SymmetricAlibi:
-    """bias(length) → [heads, L, L] = -slope · |i − j|: the same penalty both ways (bidirectional)."""
+    """bias(length) → [heads, L, L] = -slope · |i − j|: the same penalty both ways (bidirectional);
+    `rows=(start, stop)`: those query rows only."""
 
     def __init__(self, heads: int):
         self.slopes = alibi_slopes(heads)
 
-    def __call__(self, length: int, device, dtype) -> torch.Tensor:
-        pos = torch.arange(length, device=device)
-        distance = (pos[None, :] - pos[:, None]).abs().to(torch.float32)
+    def __call__(self, length: int, device, dtype, rows: tuple[int, int] | None = None) -> torch.Tensor:
+        start, stop = rows or (0, length)
+        keys, queries = torch.arange(length, device=device), torch.arange(start, stop, device=device)
+        distance = (keys[None, :] - queries[:, None]).abs().to(torch.float32)
         return (-self.slopes.to(device)[:, None, None] * distance).to(dtype)

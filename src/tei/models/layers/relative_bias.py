@@ -27,7 +27,8 @@ def relative_position_bucket(relative: torch.Tensor, num_buckets: int = 32, max_
 
 
 class RelativePositionBias:
-    """bias(length) → [heads, L, L]: table[bucket(j − i)] for query i and key j."""
+    """bias(length) → [heads, L, L]: table[bucket(j − i)] for query i and key j (`rows=(start,
+    stop)`: those query rows only)."""
 
     def __init__(self, table: torch.Tensor, num_buckets: int = 32, max_distance: int = 128):
         if table.shape[0] < num_buckets:
@@ -39,7 +40,8 @@ class RelativePositionBias:
     def heads(self) -> int:
         return self.table.shape[1]
 
-    def __call__(self, length: int, device, dtype) -> torch.Tensor:
-        pos = torch.arange(length, device=device)
-        buckets = relative_position_bucket(pos[None, :] - pos[:, None], self.num_buckets, self.max_distance)
+    def __call__(self, length: int, device, dtype, rows: tuple[int, int] | None = None) -> torch.Tensor:
+        start, stop = rows or (0, length)
+        keys, queries = torch.arange(length, device=device), torch.arange(start, stop, device=device)
+        buckets = relative_position_bucket(keys[None, :] - queries[:, None], self.num_buckets, self.max_distance)
         return self.table.to(device)[buckets].permute(2, 0, 1).to(dtype)
