@@ -249,10 +249,24 @@ def infinity(model: str, extra: list[str], task: str = "embed") -> Server:
     return Server("infinity", argv, port, "infinity", task)
 
 
+def settle(c: Contender, quiet_s: float = 3.0, timeout_s: float = 900.0) -> None:
+    """Waits until `c` has used under 5% of a core for `quiet_s`: our server builds its remaining
+    kernels once idle (engine.warmup), and that work must not land in another contender's turn."""
+    began = time.monotonic()
+    while time.monotonic() - began < timeout_s:
+        cpu = c.cpu()
+        time.sleep(quiet_s)
+        if c.cpu() - cpu < 0.05 * quiet_s:
+            return
+    print(f"{c.name} still busy after {timeout_s:.0f} s idle", flush=True)
+
+
 def take_turns(contenders: list[Contender], args) -> None:
     """Each slice, each contender gets the machine in turn; the order rotates every slice."""
     for c in contenders:
         c.warmup(args.clients)
+    for c in contenders:
+        settle(c)
     for i in range(args.slices):
         order = contenders[i % len(contenders):] + contenders[: i % len(contenders)]
         for c in order:

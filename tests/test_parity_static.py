@@ -83,6 +83,23 @@ def test_hub_layout_with_a_module_folder_and_no_truncation(models_dir):
     assert cosine(ours, ref).min() >= COS_BAR
 
 
+@pytest.mark.parametrize("which", ["st", "m2v"])
+def test_fused_mean_is_the_mean_of_the_rows_embed_all_returns(st_static, m2v, which):
+    """/embed takes one fused embedding_bag; /embed_all still builds each token's row. They agree
+    (model2vec: the unknown token's row is zero and the others rescaled, so the mean matches too)."""
+    folder = st_static if which == "st" else m2v
+    engine = engine_for(folder)
+    try:
+        pooled = run(engine.embed(TEXTS, normalize=False)).values
+        rows = run(engine.embed_all(TEXTS)).values
+    finally:
+        engine.close()
+    assert engine.model._fused_mean
+    means = np.stack([np.asarray(r).mean(axis=0) for r in rows])
+    assert np.allclose(pooled, means, atol=1e-5)
+    assert np.abs(pooled).max() > 0
+
+
 def test_model2vec_matches_model2vec_and_drops_the_unknown_token(m2v):
     from model2vec import StaticModel
 

@@ -9,6 +9,7 @@ install or change. Only `auto` falls back.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib
 import importlib.util
 import logging
@@ -525,7 +526,8 @@ def place(requested_device: str | None, requested_dtype: str | None, compile: bo
 INT8 = "int8"
 
 
-def cpu_fast_dtypes() -> set[str]:
+@functools.cache  # the CPU does not change; /proc/cpuinfo and the int8 probe are read once
+def cpu_fast_dtypes() -> frozenset[str]:
     """Dtypes this CPU runs natively, beyond float32: bfloat16 with AVX512-BF16 or AMX, float16 with
     AVX512-FP16 or AMX-FP16, int8 where oneDNN's quantized linear layers are available."""
     cpu = torch.cpu
@@ -536,7 +538,7 @@ def cpu_fast_dtypes() -> set[str]:
         fast.add("float16")
     if _int8_problem(torch.device("cpu")) is None:
         fast.add(INT8)
-    return fast
+    return frozenset(fast)
 
 
 def _has_cpu_flag(flag: str) -> bool:

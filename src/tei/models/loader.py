@@ -88,6 +88,9 @@ class Model:
             for layer in self.encoder.layers:
                 layer.compile(dynamic=True)
         self.output_size = spec.dense[-1].out_features if spec.dense else self.hidden_size
+        # Encoders that can pool by mean without building each token's state (static embeddings)
+        self._fused_mean = (hasattr(self.encoder, "pooled_mean") and spec.pooling == "mean"
+                            and self.head is None and self.mlm is None)
         if self.mlm is not None:
             self.output_size = self.mlm.vocab_size
 
@@ -102,10 +105,13 @@ class Model:
     @torch.inference_mode()
     def forward(self, batch: PackedBatch, want_hidden: bool = False, kinds=()) -> ModelOutput:
         self.placement.prepare_forward(len(batch.input_ids))
-        plan = late.ExpansionPlan(batch) if batch.attend is not None else AttentionPlan(batch, self.attention)
-        hidden = self.encoder(batch, plan)
         real = batch.real_seqs
         out = ModelOutput()
+        if self._fused_mean and not want_hidden and not kinds:
+            out.pooled = self._dense(self.encoder.pooled_mean(batch)[:real]).float().cpu().numpy()
+            return out
+        plan = late.ExpansionPlan(batch) if batch.attend is not None else AttentionPlan(batch, self.attention)
+        hidden = self.encoder(batch, plan)
         if late.SPARSE in kinds and self.sparse is not None:
             out.per_seq[late.SPARSE] = self.sparse(hidden.to(self.placement.head_dtype), batch, real)
         if late.MULTI_VECTOR in kinds and self.multi_vector is not None:
@@ -118,13 +124,17 @@ class Model:
             pooled = splade.pool(hidden.to(self.placement.head_dtype), batch, self.mlm, real,
                                  SPLADE_ACTIVATIONS[self.spec.splade_activation])
         else:
-            pooled = pool(hidden, batch, self.spec.pooling)[:real].to(self.placement.head_dtype)
-            for layer in self.dense:
-                pooled = layer(pooled)
+            pooled = self._dense(pool(hidden, batch, self.spec.pooling)[:real])
         out.pooled = pooled.float().cpu().numpy()
         if want_hidden:
             out.hidden = hidden[: sum(batch.lengths[:real])].float().cpu().numpy()
         return out
+
+    def _dense(self, pooled: torch.Tensor) -> torch.Tensor:
+        pooled = pooled.to(self.placement.head_dtype)
+        for layer in self.dense:
+            pooled = layer(pooled)
+        return pooled
 
     def warm_kernels(self, token_counts: list[int], lengths: list[int]) -> None:
         for step in self.kernel_steps(token_counts, lengths):
