@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
@@ -51,3 +52,36 @@ def test_cpu_image_install_step(tmp_path):
                            env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert probe.returncode == 0, probe.stderr[-2000:]
     assert probe.stdout.strip().startswith(_arg(dockerfile, "TORCH_VERSION"))
+
+
+def _resolve_on_pypi(requirement: str, platform: str, python: str, tmp_path: Path) -> dict | None:
+    """pip's resolution of one requirement for another platform, from PyPI's metadata only (nothing
+    is installed or, where PyPI serves the metadata apart, downloaded). None when PyPI is out of reach."""
+    import json
+
+    report = tmp_path / f"{platform}.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--dry-run", "--no-deps", "--ignore-installed", "--quiet",
+         "--target", str(tmp_path / "never"), "--platform", platform, "--python-version", python,
+         "--only-binary=:all:", "--index-url", "https://pypi.org/simple", "--report", str(report), requirement],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"})
+    if proc.returncode != 0:
+        if re.search(r"No matching distribution|Could not find a version", proc.stderr):
+            pytest.fail(f"{requirement} does not exist for {platform} / Python {python}: {proc.stderr[-500:]}")
+        return None
+    return json.loads(report.read_text())["install"][0]["metadata"]
+
+
+def test_ascend_image_pins_resolve_on_pypi(tmp_path):
+    """The Ascend image's torch-npu pin exists for its Python on both CANN platforms, and asks for the
+    very torch the image installs first (a mismatch would make pip replace torch in the image)."""
+    dockerfile = ROOT / "docker" / "Dockerfile.ascend"
+    torch_version, npu_version = _arg(dockerfile, "TORCH_VERSION"), _arg(dockerfile, "TORCH_NPU_VERSION")
+    python = re.search(r"-py(3\.\d+)", dockerfile.read_text()).group(1)  # the CANN base image's Python
+    for platform in ("manylinux_2_28_x86_64", "manylinux_2_28_aarch64"):
+        meta = _resolve_on_pypi(f"torch-npu=={npu_version}", platform, python, tmp_path)
+        if meta is None:
+            pytest.skip("PyPI is out of reach")
+        assert meta["version"] == npu_version
+        torch_req = [Requirement(r) for r in meta.get("requires_dist", []) if Requirement(r).name == "torch"]
+        assert torch_req and all(torch_version in r.specifier for r in torch_req), (platform, torch_req)
