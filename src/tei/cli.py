@@ -70,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
           help="Number of tokenizer threads")
     p.add("--dtype", choices=["float32", "float16", "bfloat16", "int8"],
           help="Model dtype. Default: float16 on CUDA/NPU, float32 on CPU/MPS. bfloat16 is the fast choice on "
-          "CPUs with AVX512-BF16 or AMX; int8 (CPU only) quantizes the encoder's linear layers dynamically")
+          "CPUs with AMX (slower than float32 without it); int8 (CPU only) quantizes the encoder's linear layers dynamically")
     p.add("--served-model-name", action=_InOrder,
           help="Model name reported by /info and the OpenAI route, and used to route to it; one per --model-id, "
           "given after it (or all in the same order)")
