@@ -2,6 +2,7 @@
 `--tokens` tokens, the server's RSS sampled every 50 ms (weights and warm-up before; the peak during).
 
     python benchmarks/long_input.py [--layers 4] [--tokens 8192] [--dtype float32]
+    python benchmarks/long_input.py --model benchmarks/results/jina     # JinaBERT v2, ALiBi
 
 The model is decoder_models.py's Qwen3-Embedding-0.6B shape, with max_seq_length raised to the
 request's length. Activations live one layer at a time (inference mode), so the peak above the
@@ -42,8 +43,9 @@ def main() -> None:
     p.add_argument("--layers", type=int, default=4)
     p.add_argument("--tokens", type=int, default=8192)
     p.add_argument("--dtype", default="float32")
+    p.add_argument("--model", help="any model folder whose limit is at least --tokens (e.g. family_models.py jina)")
     args = p.parse_args()
-    folder = long_folder(args.layers, args.tokens)
+    folder = Path(args.model) if args.model else long_folder(args.layers, args.tokens)
     port = free_port()
     proc = subprocess.Popen([str(OURS), "--model-id", str(folder), "--hostname", "127.0.0.1", "--port", str(port),
                              "--dtype", args.dtype], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
