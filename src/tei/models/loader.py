@@ -87,7 +87,9 @@ class Model:
         if placement.compile:
             for layer in self.encoder.layers:
                 layer.compile(dynamic=True)
-        self.output_size = spec.dense[-1].out_features if spec.dense else self.hidden_size
+        # An encoder may project its states (EmbeddingGemma 2's `embedding_projection`): `output_size`.
+        self.output_size = spec.dense[-1].out_features if spec.dense else getattr(
+            self.encoder, "output_size", self.hidden_size)
         if self.mlm is not None:
             self.output_size = self.mlm.vocab_size
 
