@@ -1,6 +1,7 @@
 """Decoder models through a real server: a Qwen3-Reranker (both rerank dialects, /v1 and /v2 paths,
-`instruction`, raw scores, gRPC) and an EmbeddingGemma-shaped embedder (prompts, OpenAI route,
-dimensions, /embed_all, /tokenize)."""
+`instruction`, raw scores, gRPC), an EmbeddingGemma-shaped embedder (prompts, OpenAI route,
+dimensions, /embed_all, /tokenize), a Mistral embedder whose tokenizer_config.json asks for an </s>
+its tokenizer.json does not add, and an EmbeddingGemma 2."""
 from __future__ import annotations
 
 import httpx
@@ -10,7 +11,8 @@ from engine_util import cosine
 from server_process import ServerProcess, free_port
 from texts import TEXTS
 from tiny_decoders import (
-    RERANK_DOCS, RERANK_QUERY, build_decoder_embedding, build_qwen3_reranker, reference_embeddings, reference_rerank,
+    RERANK_DOCS, RERANK_QUERY, build_decoder_embedding, build_embedding_gemma2, build_qwen3_reranker,
+    llama_tokenizer_writer, reference_embedding_gemma2, reference_embeddings, reference_rerank, tokenizer_vocab,
 )
 
 TOL = 1e-4
@@ -132,3 +134,36 @@ def test_gemma_through_the_api(gemma):
     with ServerProcess("--model-id", str(gemma), "--default-prompt-name", "query", startup_timeout=600) as server:
         openai = httpx.post(server.url + "/v1/embeddings", json={"input": TEXTS, "model": "x"}).json()
         assert cosine([d["embedding"] for d in openai["data"]], ref_query).min() >= 0.99999
+
+
+# ---- Mistral with add_eos_token in tokenizer_config.json; EmbeddingGemma 2 ---------------------------------
+
+def test_mistral_tokenizer_flags_through_the_api(models_dir):
+    """/tokenize gives AutoTokenizer's ids (tokenizer.json decides, as in transformers 5) and last-token
+    /embed matches sentence-transformers."""
+    import transformers as tf
+
+    write = llama_tokenizer_writer(add_bos=True, add_eos=True)
+    folder = build_decoder_embedding(models_dir / "api-mistral-add-eos", "mistral", tokenizer=write,
+                                     vocab=tokenizer_vocab(write), seed=21)
+    ref = reference_embeddings(folder, TEXTS)
+    tok = tf.AutoTokenizer.from_pretrained(str(folder))
+    with ServerProcess("--model-id", str(folder), "--dtype", "float32", startup_timeout=600) as server:
+        emb = httpx.post(server.url + "/embed", json={"inputs": TEXTS, "normalize": False}).json()
+        tokens = httpx.post(server.url + "/tokenize", json={"inputs": TEXTS}).json()
+    assert cosine(emb, ref).min() >= 0.99999
+    assert [[t["id"] for t in seq] for seq in tokens] == [tok(t)["input_ids"] for t in TEXTS]
+
+
+def test_embedding_gemma2_through_the_api(models_dir):
+    folder = build_embedding_gemma2(models_dir / "api-eg2", seed=23, prompts=PROMPTS)
+    ref = reference_embedding_gemma2(folder, TEXTS, prompt_name="query")
+    with ServerProcess("--model-id", str(folder), startup_timeout=600) as server:
+        info = httpx.get(server.url + "/info").json()
+        emb = httpx.post(server.url + "/embed", json={"inputs": TEXTS, "prompt_name": "query",
+                                                      "normalize": False}).json()
+        states = httpx.post(server.url + "/embed_all", json={"inputs": "hello world"}).json()
+        tokens = httpx.post(server.url + "/tokenize", json={"inputs": "hello world"}).json()
+    assert info["model_dtype"] == "float32"
+    assert cosine(emb, ref).min() >= 0.99999
+    assert len(states[0]) == len(tokens[0]) and len(states[0][0]) == 40  # projected per token

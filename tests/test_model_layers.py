@@ -17,6 +17,7 @@ ROPE_CASES = [
     {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0, "low_freq_factor": 1.0,
      "high_freq_factor": 4.0, "original_max_position_embeddings": 64},
     {"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0, "original_max_position_embeddings": 32},
+    {"rope_type": "proportional", "rope_theta": 1e6, "partial_rotary_factor": 0.25},  # Gemma 4, EmbeddingGemma 2
 ]
 
 

@@ -1,4 +1,5 @@
-"""Decoder embedders (Qwen2, Qwen3, Mistral, Llama, llama_bidirec, Gemma3 text) against sentence-transformers,
+"""Decoder embedders (Qwen2, Qwen3, Mistral, Llama, llama_bidirec, Gemma3 text, EmbeddingGemma 2) against
+sentence-transformers (or transformers), Llama/Mistral tokenizers' add_bos/add_eos flags against AutoTokenizer,
 and Qwen3-Reranker (causal-LM yes/no and seq-cls conversions) against transformers with the official template."""
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ from engine_util import cosine, engine_for, run
 from test_parity_embeddings import _ours
 from texts import TEXTS
 from tiny_decoders import (
-    RERANK_DOCS, RERANK_QUERY, build_decoder_embedding, build_qwen3_reranker, reference_embeddings, reference_rerank,
+    RERANK_DOCS, RERANK_QUERY, build_decoder_embedding, build_embedding_gemma2, build_qwen3_reranker,
+    llama_tokenizer_writer, reference_embedding_gemma2, reference_embeddings, reference_rerank, template_ids,
+    tokenizer_vocab,
 )
 
 COS_BAR = 0.99999
@@ -133,6 +136,139 @@ def test_gemma_dtypes(folders):
         engine_for(folder, dtype="float16")
 
 
+# ---- Llama/Mistral tokenizers: tokenizer_config.json's add_bos_token / add_eos_token ---------------------
+
+# e5-mistral-style repos set add_eos_token in tokenizer_config.json while their tokenizer.json adds <s>
+# only. transformers 5 drops both flags whenever a tokenizer.json exists (tokenization_utils_base's
+# `_from_pretrained`), so AutoTokenizer, and sentence-transformers with it, follows the file: so do we.
+LLAMA_TOKENIZERS = {
+    "add-eos": dict(add_bos=True, add_eos=True),
+    "no-bos-flag": dict(add_bos=False, add_eos=True),
+    "no-post-processor": dict(add_bos=True, add_eos=True, post_processor=None),
+    "file-adds-eos": dict(add_bos=True, add_eos=True, post_processor="bos_eos"),
+    # model_type llama: AutoTokenizer takes LlamaTokenizer, which rebuilds the pipeline from the vocabulary
+    # (a mistral folder gets TokenizersBackend, the file as it is); the flags are dropped all the same.
+    "llama-class": dict(add_bos=True, add_eos=True, arch="llama"),
+}
+
+
+@pytest.fixture(scope="module")
+def llama_folders(models_dir):
+    cache = {}
+
+    def get(case):
+        if case not in cache:
+            kw = dict(LLAMA_TOKENIZERS[case])
+            arch = kw.pop("arch", "mistral")
+            write = llama_tokenizer_writer(**kw)
+            cache[case] = build_decoder_embedding(models_dir / f"dec-{arch}-tok-{case}", arch, tokenizer=write,
+                                                  vocab=tokenizer_vocab(write), seed=len(case))
+        return cache[case]
+
+    return get
+
+
+@pytest.mark.parametrize("case", list(LLAMA_TOKENIZERS))
+def test_llama_special_token_flags_follow_transformers(llama_folders, case, caplog):
+    """Our ids are AutoTokenizer's (single texts, pairs, truncated), and last-token /embed matches
+    sentence-transformers; start-up names each flag tokenizer.json does not follow."""
+    import logging
+
+    import transformers as tf
+    from tei.engine.tokenization import TokenizeOptions
+
+    folder = llama_folders(case)
+    tok = tf.AutoTokenizer.from_pretrained(str(folder))
+    assert type(tok).__name__ == ("LlamaTokenizer" if case == "llama-class" else "TokenizersBackend")
+    texts = [*TEXTS, " a leading space", "two  spaces  inside"]
+    pairs = [(TEXTS[1], TEXTS[2]), (TEXTS[0], TEXTS[3])]
+    with caplog.at_level(logging.WARNING, logger="tei.models.spec"):
+        engine = engine_for(folder)
+    try:
+        pool = engine.tokenizers
+        singles = [e.ids.tolist() for e in pool.encode(texts, TokenizeOptions(truncate=False))]
+        pair_ids = [e.ids.tolist() for e in pool.encode(pairs, TokenizeOptions(truncate=False))]
+        cut = pool.encode([TEXTS[5]], TokenizeOptions(truncate=True, limit=9))[0].ids.tolist()
+    finally:
+        engine.close()
+    assert singles == [tok(t)["input_ids"] for t in texts]
+    assert pair_ids == [tok(a, b)["input_ids"] for a, b in pairs]
+    assert cut == tok(TEXTS[5], truncation=True, max_length=9)["input_ids"]
+    bos, eos = tok.convert_tokens_to_ids("<s>"), tok.convert_tokens_to_ids("</s>")
+    appends = case == "file-adds-eos"
+    assert all((ids[0] == bos) == (case != "no-post-processor") and (ids[-1] == eos) == appends for ids in singles)
+    assert len(cut) == 9 and (cut[-1] == eos) == appends  # an appended </s> survives truncation
+    warned = " ".join(r.getMessage() for r in caplog.records)
+    assert ("`add_eos_token: true`" in warned) != appends
+    assert ("`add_bos_token" in warned) == (case in ("no-bos-flag", "no-post-processor"))
+
+    ref = reference_embeddings(folder, TEXTS)
+    assert cosine(_ours(folder, TEXTS), ref).min() >= COS_BAR
+    assert cosine(np.concatenate([_ours(folder, [t]) for t in TEXTS[-2:]]), ref[-2:]).min() >= COS_BAR
+
+
+# ---- EmbeddingGemma 2 ----------------------------------------------------------------------------------
+
+GEMMA2_CASES = {
+    "composite": dict(),
+    "text-model": dict(text_only=True),
+    "proportional-rope": dict(rope={"sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
+                                    "full_attention": {"rope_type": "proportional", "rope_theta": 1e6,
+                                                       "partial_rotary_factor": 0.25}}),
+}
+
+
+@pytest.fixture(scope="module")
+def gemma2_folders(models_dir):
+    cache = {}
+
+    def get(case):
+        if case not in cache:
+            cache[case] = build_embedding_gemma2(models_dir / f"eg2-{case}", seed=len(case), **GEMMA2_CASES[case])
+        return cache[case]
+
+    return get
+
+
+@pytest.mark.parametrize("case", list(GEMMA2_CASES))
+def test_embedding_gemma2_parity(gemma2_folders, case):
+    folder = gemma2_folders(case)
+    ref = reference_embedding_gemma2(folder, TEXTS)
+    together = _ours(folder, TEXTS)
+    alone = np.concatenate([_ours(folder, [t]) for t in TEXTS[-2:]])
+    assert together.shape == ref.shape == (len(TEXTS), 40)  # embedding_dim, after the projection
+    assert cosine(together, ref).min() >= COS_BAR
+    assert cosine(alone, ref[-2:]).min() >= COS_BAR
+
+
+def test_embedding_gemma2_layers_and_dtypes(gemma2_folders):
+    """Sliding layers see |i - j| <= 3 (the config's radius); the wider global layers have their own
+    head size and k/v heads; the kernel choice sees the largest head size; float32 by default."""
+    import torch
+
+    from tei.devices import place
+    from tei.models.loader import Model
+    from tei.models.spec import read_spec
+
+    folder = gemma2_folders("composite")
+    model = Model(read_spec(folder), place("cpu", "float32"))
+    shapes = [(a.window, a.head_dim, a.kv_heads) for a in model.encoder.attention]
+    assert shapes == [((3, 3), 32, 2), (None, 48, 1)] * 2
+    assert model.encoder.needs.head_dim == 48 and model.encoder.needs.head_dim_gcd == 16
+    assert model.output_size == 40
+    engine = engine_for(folder, dtype=None)
+    try:
+        assert engine.model.placement.dtype_name == "float32"
+    finally:
+        engine.close()
+    # This random model loses more in bfloat16 than the others (transformers' own bfloat16 run reaches
+    # cos ~0.996 against its float32 one): ours may err up to twice as much as transformers' does.
+    ref = reference_embedding_gemma2(folder, TEXTS)
+    theirs = reference_embedding_gemma2(folder, TEXTS, dtype=torch.bfloat16)
+    ours = _ours(folder, TEXTS, settings={"dtype": "bfloat16"})
+    assert 1 - cosine(ours, ref).min() <= 2 * (1 - cosine(theirs, ref).min())
+
+
 # ---- Qwen3-Reranker ---------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -196,6 +332,40 @@ def test_qwen3_reranker_truncates_the_document(qwen_rerankers):
     assert len(encoded.ids) == limit
     assert tok.decode(encoded.ids[-12:]).endswith("<|im_start|>assistant\n<think>\n\n</think>\n\n")
     ref = reference_rerank(folder, RERANK_QUERY, [long_doc], max_length=limit)
+    assert abs(raw[0] - ref[0]) <= TOL
+
+
+def test_qwen3_reranker_long_pairs_keep_the_template(qwen_rerankers):
+    """Long pairs are cut inside the middle part only, never in the prefix or the suffix: the document
+    first, then the query, as the official recipe cuts the middle's tokens from their end (same ids);
+    cut on the left, the instruction and query stay and the document loses its start."""
+    import transformers as tf
+
+    from tei.models.families.decoder import PROMPT_TEMPLATE as T
+
+    folder = qwen_rerankers["causal-lm"]
+    tok = tf.AutoTokenizer.from_pretrained(str(folder))
+    prefix = tok.encode(T["prefix"], add_special_tokens=False)
+    suffix = tok.encode(T["suffix"], add_special_tokens=False)
+    long_text = RERANK_DOCS[-1] * 3
+    pairs = [(RERANK_QUERY, long_text), (long_text, "short")]
+    engine = engine_for(folder, max_client_batch_size=64)
+    try:
+        limit = engine.max_input_length
+        right = [e.ids.tolist() for e in engine.tokenizers.encode(pairs, engine._pair_options(True, "right", None))]
+        left = engine.tokenizers.encode(pairs[:1], engine._pair_options(True, "left", None))[0].ids.tolist()
+        raw = run(engine.rerank(long_text, ["short"], raw_scores=True)).values
+    finally:
+        engine.close()
+    for (query, document), ids in zip(pairs, right):
+        assert ids == template_ids(tok, query, document, T["instruction"], limit)
+        assert len(ids) == limit and ids[:len(prefix)] == prefix and ids[-len(suffix):] == suffix
+    assert "<Document>:" not in tok.decode(right[1])  # the query alone fills the budget: no document left
+    assert len(left) == limit and left[:len(prefix)] == prefix and left[-len(suffix):] == suffix
+    middle = tok.decode(left[len(prefix):-len(suffix)])
+    assert middle.startswith(f"<Instruct>: {T['instruction']}\n<Query>: {RERANK_QUERY}\n<Document>:")
+    assert middle.endswith(long_text[-60:])
+    ref = reference_rerank(folder, long_text, ["short"], max_length=limit)
     assert abs(raw[0] - ref[0]) <= TOL
 
 

@@ -1,6 +1,7 @@
-"""Tiny random-weight decoders (Qwen2, Qwen3, Mistral, Llama, Gemma3 text) built with the native
-`transformers` classes, saved as sentence-transformers folders; and tiny Qwen3-Reranker checkpoints
-with a byte-level BPE tokenizer laid out as Qwen's (ChatML special tokens, single `yes`/`no` tokens).
+"""Tiny random-weight decoders (Qwen2, Qwen3, Mistral, Llama, Gemma3 text, EmbeddingGemma 2) built with
+the native `transformers` classes, saved as sentence-transformers folders; Llama/Mistral-layout tokenizers;
+and tiny Qwen3-Reranker checkpoints with a byte-level BPE tokenizer laid out as Qwen's (ChatML special
+tokens, single `yes`/`no` tokens).
 
 References run with eager attention: SDPA in transformers 5 drops a bidirectional mask when nothing
 is padded and then runs causally (architectures.md §1.5).
@@ -82,16 +83,24 @@ def save_decoder(model, folder: Path, seed: int, tokenizer=None) -> Path:
 
 def build_decoder_embedding(folder: Path, arch: str, pooling: str = "lasttoken", seed: int = 0,
                             prompts: dict | None = None, dense: bool = False, model_type: str | None = None,
-                            **config) -> Path:
+                            tokenizer=None, **config) -> Path:
     """Transformer (eager) + Pooling (+ EmbeddingGemma's two bias-free Dense layers) + Normalize.
-    `model_type` rewrites config.json afterwards (NVIDIA's remote-code `llama_bidirec`)."""
+    `model_type` rewrites config.json afterwards (NVIDIA's remote-code `llama_bidirec`). `tokenizer(folder)`
+    writes the tokenizer files, into the final folder too: sentence-transformers re-saves them as
+    transformers 5 rebuilds them, and a hub repo has them as written."""
     import transformers as tf
-    from sentence_transformers import SentenceTransformer
-    from sentence_transformers.sentence_transformer.modules import Dense, Normalize, Pooling, Transformer
 
     torch.manual_seed(seed)
     hf = save_decoder(tf.AutoModel.from_config(decoder_config(arch, **config), **EAGER),
-                      folder.parent / (folder.name + "-hf"), seed)
+                      folder.parent / (folder.name + "-hf"), seed, tokenizer=tokenizer)
+    return _st_folder(hf, folder, pooling, seed, prompts, dense, model_type, tokenizer)
+
+
+def _st_folder(hf: Path, folder: Path, pooling: str, seed: int, prompts: dict | None = None, dense: bool = False,
+               model_type: str | None = None, tokenizer=None) -> Path:
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Dense, Normalize, Pooling, Transformer
+
     transformer = Transformer(str(hf), max_seq_length=256, model_kwargs=EAGER)
     dim = transformer.get_embedding_dimension() if hasattr(transformer, "get_embedding_dimension") \
         else transformer.get_word_embedding_dimension()
@@ -105,6 +114,8 @@ def build_decoder_embedding(folder: Path, arch: str, pooling: str = "lasttoken",
     if model_type:
         cfg = json.loads((folder / "config.json").read_text())
         (folder / "config.json").write_text(json.dumps({**cfg, "model_type": model_type}))
+    if tokenizer is not None:
+        tokenizer(folder)
     return folder
 
 
@@ -113,6 +124,130 @@ def reference_embeddings(folder: Path, texts, **kw):
 
     st = SentenceTransformer(str(folder), device="cpu", model_kwargs=EAGER)
     return st.encode(texts, batch_size=4, convert_to_numpy=True, normalize_embeddings=False, **kw)
+
+
+# ---- Llama/Mistral tokenizers: tokenizer.json against tokenizer_config.json's add_bos/add_eos --------------
+
+LLAMA_SPECIALS = ("<unk>", "<s>", "</s>")
+
+
+def llama_tokenizer_writer(add_bos: bool | None = True, add_eos: bool | None = True,
+                           post_processor: str | None = "bos"):
+    """A writer of Llama/Mistral's tokenizer layout (SentencePiece-style BPE: Metaspace, byte fallback,
+    <unk> <s> </s> at ids 0-2), trained on the test texts. Its tokenizer.json adds <s> only
+    (`post_processor="bos"`, as Llama-2's and Mistral's files) or nothing (None), while
+    tokenizer_config.json sets `add_bos_token`/`add_eos_token` (None: leaves the key out), as
+    e5-mistral-7b-instruct's, SFR-Embedding-Mistral's and Linq-Embed-Mistral's do; `"bos_eos"`: the file
+    adds both, as transformers 4 saved it once it had applied the flags."""
+    def write(folder: Path) -> None:
+        from texts import TEXTS
+        from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
+        tok = Tokenizer(models.BPE(unk_token="<unk>", fuse_unk=True, byte_fallback=True))
+        # Trained on words (split), served unsplit as Llama's file is: no merge spans a word boundary.
+        tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="first", split=True)
+        tok.decoder = decoders.Sequence([decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse(),
+                                         decoders.Strip(" ", 1, 0)])
+        trainer = trainers.BpeTrainer(vocab_size=500, special_tokens=list(LLAMA_SPECIALS), show_progress=False)
+        tok.train_from_iterator([*TEXTS, *RERANK_CORPUS] * 3, trainer)
+        tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="first", split=False)
+        if post_processor == "bos":
+            tok.post_processor = processors.TemplateProcessing(
+                single="<s>:0 $A:0", pair="<s>:0 $A:0 <s>:1 $B:1", special_tokens=[("<s>", 1)])
+        elif post_processor == "bos_eos":  # what transformers 4 saved after applying add_eos_token
+            tok.post_processor = processors.TemplateProcessing(
+                single="<s>:0 $A:0 </s>:0", pair="<s>:0 $A:0 </s>:0 <s>:1 $B:1 </s>:1",
+                special_tokens=[("<s>", 1), ("</s>", 2)])
+        folder.mkdir(parents=True, exist_ok=True)
+        tok.save(str(folder / "tokenizer.json"))
+        config = {"tokenizer_class": "LlamaTokenizer", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>",
+                  "pad_token": "</s>", "legacy": False, "model_max_length": 512, "clean_up_tokenization_spaces": False}
+        for key, value in (("add_bos_token", add_bos), ("add_eos_token", add_eos)):
+            if value is not None:
+                config[key] = value
+        (folder / "tokenizer_config.json").write_text(json.dumps(config))
+
+    return write
+
+
+def tokenizer_vocab(write) -> int:
+    """The vocabulary size a tokenizer writer produces (for the model's embedding table)."""
+    import tempfile
+
+    from tokenizers import Tokenizer
+
+    with tempfile.TemporaryDirectory() as tmp:
+        write(Path(tmp))
+        return Tokenizer.from_file(str(Path(tmp) / "tokenizer.json")).get_vocab_size(with_added_tokens=True)
+
+
+# ---- EmbeddingGemma 2 (transformers' embedding_gemma2) ---------------------------------------------------
+
+def build_embedding_gemma2(folder: Path, seed: int = 0, text_only: bool = False, rope: dict | None = None,
+                           prompts: dict | None = None) -> Path:
+    """A tiny EmbeddingGemma 2: the composite model with no vision or audio tower (its text model
+    under `language_model.`), or the text model alone. Sliding layers of radius 3 alternate with wider
+    full-attention layers (their own head size and one k/v head, via `per_layer_config`); random
+    norms, PLE norms and layer scalars. A sentence-transformers folder: Transformer + mean Pooling +
+    Normalize (written by sentence-transformers for the text model; by hand for the composite, whose
+    processor needs image and audio configs a text-only test has no use for)."""
+    import transformers as tf
+
+    text = dict(vocab_size=VOCAB, hidden_size=64, intermediate_size=96, num_hidden_layers=4, num_attention_heads=2,
+                num_key_value_heads=2, head_dim=32, global_head_dim=48, num_global_key_value_heads=1,
+                sliding_window=3, sliding_window_pattern=2, hidden_size_per_layer_input=16, embedding_dim=40,
+                max_position_embeddings=512, pad_token_id=0)
+    if rope:
+        text["rope_parameters"] = rope
+    torch.manual_seed(seed)
+    cfg = tf.EmbeddingGemma2TextConfig(**text) if text_only else tf.EmbeddingGemma2Config(text_config=text)
+    model = tf.AutoModel.from_config(cfg, **EAGER)
+    gen = torch.Generator().manual_seed(seed + 200)
+    with torch.no_grad():
+        for name, buf in model.named_buffers():
+            if name.endswith("layer_scalar"):
+                buf.copy_(0.5 + torch.rand(buf.shape, generator=gen))
+    if text_only:
+        hf = save_decoder(model, folder.parent / (folder.name + "-hf"), seed)
+        return _st_folder(hf, folder, "mean", seed, prompts)
+    save_decoder(model, folder, seed)
+    modules = [("", "sentence_transformers.base.modules.transformer.Transformer"),
+               ("1_Pooling", "sentence_transformers.sentence_transformer.modules.pooling.Pooling"),
+               ("2_Normalize", "sentence_transformers.base.modules.normalize.Normalize")]
+    (folder / "modules.json").write_text(json.dumps(
+        [{"idx": i, "name": str(i), "path": path, "type": kind} for i, (path, kind) in enumerate(modules)]))
+    for path in ("1_Pooling", "2_Normalize"):
+        (folder / path).mkdir(exist_ok=True)
+    (folder / "1_Pooling" / "config.json").write_text(json.dumps(
+        {"embedding_dimension": text["embedding_dim"], "pooling_mode": "mean", "include_prompt": True}))
+    (folder / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 256}))
+    (folder / "config_sentence_transformers.json").write_text(json.dumps(
+        {"model_type": "SentenceTransformer", "prompts": prompts or {}, "default_prompt_name": None,
+         "similarity_fn_name": "cosine"}))
+    return folder
+
+
+def reference_embedding_gemma2(folder: Path, texts, prompt_name: str | None = None, dtype=None):
+    """sentence-transformers for the text model; for the composite model (whose processor this test
+    folder lacks), what its Transformer + mean Pooling compute: transformers' `EmbeddingGemma2Model`
+    on each text alone (prompt first), its projected states averaged over every token (in `dtype`,
+    float32 unless given)."""
+    import transformers as tf
+
+    if json.loads((folder / "config.json").read_text())["model_type"] != "embedding_gemma2" and dtype is None:
+        return reference_embeddings(folder, texts, prompt_name=prompt_name)
+    prompt = json.loads((folder / "config_sentence_transformers.json").read_text())["prompts"].get(prompt_name, "") \
+        if prompt_name else ""
+    tok = tf.AutoTokenizer.from_pretrained(str(folder))
+    model = tf.AutoModel.from_pretrained(str(folder), dtype=dtype or torch.float32, **EAGER).eval()
+    out = []
+    with torch.no_grad():
+        for text in texts:
+            ids = tok(prompt + text, truncation=True, max_length=256)["input_ids"]
+            out.append(model(input_ids=torch.tensor([ids])).last_hidden_state[0].float().mean(0).numpy())
+    import numpy as np
+
+    return np.stack(out)
 
 
 # ---- Qwen3-Reranker-shaped checkpoints ----------------------------------------------------------------

@@ -87,7 +87,9 @@ class Model:
         if placement.compile:
             for layer in self.encoder.layers:
                 layer.compile(dynamic=True)
-        self.output_size = spec.dense[-1].out_features if spec.dense else self.hidden_size
+        # An encoder may project its states (EmbeddingGemma 2's `embedding_projection`): `output_size`.
+        self.output_size = spec.dense[-1].out_features if spec.dense else getattr(
+            self.encoder, "output_size", self.hidden_size)
         # Encoders that can pool by mean without building each token's state (static embeddings)
         self._fused_mean = (hasattr(self.encoder, "pooled_mean") and spec.pooling == "mean"
                             and self.head is None and self.mlm is None)

@@ -105,6 +105,9 @@ FAMILIES: list[Family] = [
     Family("decoder", "decoder", ("qwen2", "qwen3", "mistral", "llama", "llama_bidirec"), default_pooling="last_token"),
     # EmbeddingGemma overflows in float16 (its model card): float32 unless bfloat16 is asked for.
     Family("gemma3", "gemma3", ("gemma3_text",), default_pooling="mean", default_dtype="float32", float16=False),
+    # float32 by default as its predecessor; no float16 overflow is documented for it, so float16 is allowed.
+    Family("embedding_gemma2", "embedding_gemma2", ("embedding_gemma2", "embedding_gemma2_text"),
+           default_pooling="mean", default_dtype="float32"),
 ]
 
 

@@ -224,10 +224,38 @@ def tokenizer_json(spec: ModelSpec) -> str:
     tokens, so every route (and /tokenize) sees what the model sees."""
     text = (spec.model_dir / "tokenizer.json").read_text(encoding="utf-8")
     if spec.special_tokens:
+        _warn_special_flags(spec.model_dir, text)
         return text
     tok = json.loads(text)
     tok["post_processor"] = None
     return json.dumps(tok)
+
+
+def _warn_special_flags(folder: Path, text: str) -> None:
+    """tokenizer.json's post-processor decides the special tokens, as in transformers 5: its
+    `_from_pretrained` drops tokenizer_config.json's `add_bos_token`/`add_eos_token` whenever a
+    tokenizer.json exists, so sentence-transformers 6 embeds what the file adds (transformers 4 rebuilt
+    the post-processor from the flags, and e5-mistral-style repos relied on it for their </s>). Where
+    the two disagree, start-up says so in one line per flag, and follows the file."""
+    from tokenizers import Tokenizer
+
+    cfg = _read_json(folder / "tokenizer_config.json") or {}
+    flags = [(f, t) for f, t in (("add_bos_token", "bos_token"), ("add_eos_token", "eos_token"))
+             if isinstance(cfg.get(f), bool)]
+    if not flags:
+        return
+    try:
+        enc = Tokenizer.from_str(text).encode("a")
+    except Exception:  # a tokenizer that cannot encode fails later, with its own error
+        return
+    added = {tok for tok, special in zip(enc.tokens, enc.special_tokens_mask) if special}
+    for flag, name in flags:
+        token = cfg.get(name)
+        token = token.get("content") if isinstance(token, dict) else token
+        if isinstance(token, str) and (token in added) != cfg[flag]:
+            log.warning("tokenizer_config.json sets `%s: %s` but tokenizer.json %s `%s`: texts get what tokenizer.json "
+                        "says, as in transformers 5 and sentence-transformers (transformers 4 followed the flag)",
+                        flag, str(cfg[flag]).lower(), "adds" if token in added else "does not add", token)
 
 
 MODEL_KINDS = ("auto", "embedding", "reranker")
@@ -342,6 +370,8 @@ def read_spec(folder: Path, pooling_override: str | None = None, default_prompt_
     max_input_length = _st_max_seq_length(folder)
     if max_input_length is None:
         positions = config.get("max_position_embeddings", config.get("max_trained_positions"))
+        if positions is None and isinstance(config.get("text_config"), dict):  # a composite model's text model
+            positions = config["text_config"].get("max_position_embeddings")
         if positions is None:
             raise ModelSpecError("config.json has no max_position_embeddings.")
         max_input_length = int(positions) - position_offset

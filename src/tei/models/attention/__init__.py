@@ -17,11 +17,14 @@ __all__ = ["AttentionNeeds", "AttentionPlan", "CAPABILITIES", "choose"]
 
 @dataclasses.dataclass(frozen=True)
 class AttentionNeeds:
-    head_dim: int
+    head_dim: int  # the largest head size of the model's layers
     gqa: bool = False  # fewer k/v heads than q heads
     causal: bool = False
     window: bool = False  # a local window (ModernBERT, Gemma3, Mistral)
     bias: bool = False  # an additive score bias (ALiBi, MPNet's relative positions)
+    # Where layers differ in head size (EmbeddingGemma 2's global layers): their common divisor, which a
+    # kernel's size multiple must divide. 0: every layer has `head_dim`.
+    head_dim_gcd: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,7 +38,7 @@ class Capabilities:
 
     def covers(self, needs: AttentionNeeds) -> bool:
         return (
-            needs.head_dim % self.head_dim_multiple == 0
+            (needs.head_dim_gcd or needs.head_dim) % self.head_dim_multiple == 0
             and needs.head_dim <= self.head_dim_max
             and (self.gqa or not needs.gqa)
             and (self.causal or not needs.causal)

@@ -1,4 +1,4 @@
-"""Self-attention on packed tokens: one fused q/k/v projection, optional per-head q/k norms and
+"""Self-attention on packed tokens: one fused q/k/v projection, optional per-head q/k (and v) norms and
 rotary positions, the batch's attention kernel, and the output projection (with the residual fused)."""
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ class SelfAttention(nn.Module):
         *,
         q_norm: nn.Module | None = None,
         k_norm: nn.Module | None = None,
+        v_norm: nn.Module | None = None,
         rotary: Rotary | None = None,
         causal: bool = False,
         window: tuple[int, int] | None = None,
@@ -36,7 +37,7 @@ class SelfAttention(nn.Module):
         self.heads = heads
         self.kv_heads = kv_heads or heads
         self.head_dim = head_dim or qkv.out_features // (heads + 2 * self.kv_heads)
-        self.q_norm, self.k_norm = q_norm, k_norm
+        self.q_norm, self.k_norm, self.v_norm = q_norm, k_norm, v_norm
         self.rotary = rotary
         self.causal, self.window, self.bias, self.scale = causal, window, bias, scale
         q_size, kv_size = heads * self.head_dim, self.kv_heads * self.head_dim
@@ -62,6 +63,8 @@ class SelfAttention(nn.Module):
         v = v.view(total, self.kv_heads, self.head_dim)
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
+        if self.v_norm is not None:
+            v = self.v_norm(v)
         if self.rotary is not None:
             cos, sin = plan.rope(self.rotary, q.dtype)
             q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)

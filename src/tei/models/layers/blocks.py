@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import torch
 from torch import nn
@@ -55,8 +56,11 @@ class SandwichLayer(nn.Module):
 def merge_needs(needs: list[AttentionNeeds]) -> AttentionNeeds:
     """What a kernel must support to run every layer."""
     first = needs[0]
+    dims = {n.head_dim for n in needs}
     return dataclasses.replace(
         first,
+        head_dim=max(dims),
+        head_dim_gcd=math.gcd(*dims) if len(dims) > 1 else 0,
         gqa=any(n.gqa for n in needs),
         causal=any(n.causal for n in needs),
         window=any(n.window for n in needs),
@@ -69,7 +73,8 @@ class Encoder(nn.Module):
 
     The contract every family's encoder keeps (models/loader.py relies on nothing else):
     `hidden_size`, `layers` (each called as layer(x, plan)), `attention` (its SelfAttention modules,
-    for the kernel's needs and the warm-up), and forward(batch, plan)."""
+    for the kernel's needs and the warm-up), and forward(batch, plan); optionally `output_size`, where
+    the states it returns are not `hidden_size` wide."""
 
     def __init__(self, embeddings: nn.Module, layers: list[nn.Module], hidden_size: int,
                  final_norm: nn.Module | None = None):

@@ -11,7 +11,7 @@ import math
 
 import torch
 
-ROPE_TYPES = ("default", "linear", "dynamic", "yarn", "llama3", "ntk")
+ROPE_TYPES = ("default", "linear", "dynamic", "yarn", "llama3", "ntk", "proportional")
 
 
 def rope_parameters(cfg: dict, layer_type: str | None = None, theta_key: str = "rope_theta",
@@ -79,10 +79,11 @@ class Rotary:
     """cos/sin tables for one head size and one set of rope parameters."""
 
     def __init__(self, head_dim: int, params: dict, max_positions: int, partial: float = 1.0):
-        self.dim = int(head_dim * partial)
+        self.kind = params["rope_type"]
+        # Proportional rope (Gemma 4, EmbeddingGemma 2) spans the whole head: its unrotated angles are zeros.
+        self.dim = head_dim if self.kind == "proportional" else int(head_dim * partial)
         self.params = params
         self.max_positions = max_positions
-        self.kind = params["rope_type"]
         self.base = float(params["rope_theta"])
         self.inv_freq, self.scaling = self._frequencies(self.base)
         self._cos = self._sin = None
@@ -99,6 +100,11 @@ class Rotary:
             return _yarn(inv, base, dim, p, self.max_positions)
         if self.kind == "llama3":
             return _llama3(inv, p), 1.0
+        if self.kind == "proportional":
+            # The first ⌊f·D/2⌋ angles at base^(-2i/D) of the whole head size D, the others 0 (cos 1, sin 0).
+            angles = int(float(p.get("partial_rotary_factor") or 1.0) * dim // 2)
+            rotated = 1.0 / (base ** (torch.arange(0, 2 * angles, 2, dtype=torch.int64).float() / dim))
+            return torch.cat([rotated, torch.zeros(dim // 2 - angles)]) / float(p.get("factor") or 1.0), 1.0
         return inv, 1.0
 
     def _table(self, inv_freq: torch.Tensor, positions: torch.Tensor, scaling: float):
