@@ -281,3 +281,30 @@ def test_a_job_no_row_could_pass_stops_at_once(tmp_path, minilm_path, capsys):
                      "error: --task classify needs a classifier or reranker model; this model is `embedding`",
                      "error: `prompt_name` `query` was given but the model has no prompts"]
     assert not out.exists()
+
+
+def test_a_chunk_larger_than_the_admission_limit_loses_no_row(minilm_path, texts, reference):
+    """Ray Data can merge chunks into one block: a call with more rows than the engine admits at
+    once must queue its sub-requests, not record the overflow as "Model is overloaded"."""
+    import dataclasses
+
+    import pyarrow as pa
+
+    from tei.batch.inputs import INVALID, ROW, TEXT
+    from tei.batch.job import SUB_REQUEST, JobOptions, Worker, engine_settings
+    from tei.cli import parse_settings
+
+    model = parse_settings(["--model-id", str(minilm_path)]).models[0]
+    settings = engine_settings(model, chunk_rows=8)
+    settings = dataclasses.replace(settings, engine=dataclasses.replace(settings.engine,
+                                                                        max_concurrent_requests=SUB_REQUEST))
+    rows = (texts * (3 * SUB_REQUEST // len(texts) + 1))[: 3 * SUB_REQUEST]
+    worker = Worker(settings, JobOptions())
+    try:
+        out = worker(pa.table({ROW: list(range(len(rows))), TEXT: rows, INVALID: [None] * len(rows)}))
+    finally:
+        worker.close()
+    assert out.column("error").null_count == len(rows)
+    vectors = np.array(out.column("embedding").to_pylist(), dtype=np.float32)
+    expected = np.array([reference[texts.index(t)] for t in rows])
+    assert ((vectors * expected).sum(1)).min() > 0.9999
