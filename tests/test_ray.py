@@ -96,14 +96,45 @@ def test_ray_serve_uses_both_replicas(served):
     assert len(replicas) == 2 and None not in replicas
 
 
-def test_ray_serve_sheds_a_flood_with_429_never_a_hang(served):
+OVERLOADED = {"error": "Model is overloaded", "error_type": "Overloaded"}  # TEI's body (engine/errors.py)
+
+
+def test_ray_serve_sheds_a_flood_with_tei_429_never_a_hang(served):
     statuses = [a["status"] for a in served["flood"]]
     assert set(statuses) <= {200, 429}, statuses
     assert statuses.count(200) >= 2 and statuses.count(429) >= 1
     refused = [a for a in served["flood"] if a["status"] == 429]
-    # Serve's own guard (queue full) adds Retry-After; a replica's item limit answers TEI's body.
-    for a in refused:
-        assert a["retry_after"] == "1" or a["body"] == {"error": "Model is overloaded", "error_type": "Overloaded"}
+    # Every refusal is TEI's, byte for byte, also those of the ingress when every replica and its
+    # queue are full (they add Retry-After); none is Serve's plain-text body.
+    assert all(a["body"] == OVERLOADED for a in refused), refused[:3]
+    assert any(a["retry_after"] == "1" for a in refused), refused[:3]
+    assert all(a["cors"] == "*" for a in served["flood"])  # the refusals passed the app's CORS layer
     assert served["flood_seconds"] < 300
     assert served["after_flood"]["status"] == 200
     assert served["exit_code"] == 0  # SIGTERM: a clean shutdown
+
+
+def test_ray_serve_refuses_openai_clients_in_openai_words(served):
+    statuses = [a["status"] for a in served["openai_flood"]]
+    assert set(statuses) <= {200, 429} and 429 in statuses, statuses
+    # The plain server's /v1/embeddings error: TEI's keys plus OpenAI's message/code/type.
+    want = {**OVERLOADED, "message": OVERLOADED["error"], "code": 429, "type": "Overloaded"}
+    assert all(a["body"] == want for a in served["openai_flood"] if a["status"] == 429)
+    for a in served["openai_flood"]:
+        if a["status"] == 200:
+            assert len(a["body"]["data"]) == 4
+
+
+def test_the_ingress_loads_no_engine():
+    """The ingress replica imports what it needs to forward and refuse, and not torch."""
+    code = (
+        "import sys, pickle, ray.serve, ray.serve.exceptions; import tei.ray.serve, tei.ray.forward; "
+        "import tei.server.edge, tei.server.errors, tei.engine.errors; from tei.settings import ServerSettings; "
+        "from tei.ray.options import RayServeOptions; "
+        "s = pickle.loads(pickle.dumps(ServerSettings.single(ray_serve=RayServeOptions(replicas=2)))); "
+        "tei.server.edge.wrap(lambda *a: None, s, [m.name for m in s.models]); "
+        "print(sorted(m for m in ('torch', 'transformers', 'tei.engine.engine') if m in sys.modules))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=netns.env())
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip().splitlines()[-1] == "[]"

@@ -53,7 +53,7 @@ def answer(r: httpx.Response) -> dict:
     except ValueError:
         body = r.text
     return {"status": r.status_code, "body": body, "replica": r.headers.get("x-tei-replica"),
-            "retry_after": r.headers.get("retry-after")}
+            "retry_after": r.headers.get("retry-after"), "cors": r.headers.get("access-control-allow-origin")}
 
 
 async def scenario(base: str) -> dict:
@@ -86,11 +86,19 @@ async def scenario(base: str) -> dict:
 
         out["spread"] = await asyncio.gather(*(one(i) for i in range(40)))
         # A flood: far more at once than replicas x max-ongoing + queue. Only 200 and 429 may answer.
+        # 4 items a request: a replica's 2 in flight fit its 8 permits, so what is refused is refused
+        # by the ingress (its queue for the replicas is full), which must answer as TEI does. A
+        # browser's Origin header: the refusal passes the CORS layer too.
         long = " ".join(["retrieval augmented generation"] * 80)
+        origin = {"origin": "http://example.com"}
         start = time.monotonic()
-        out["flood"] = await asyncio.gather(*(c.post("/embed", json={"inputs": [long] * 4}) for _ in range(64)))
+        out["flood"] = await asyncio.gather(*(c.post("/embed", json={"inputs": [long] * 4}, headers=origin)
+                                              for _ in range(64)))
         out["flood"] = [answer(r) for r in out["flood"]]
         out["flood_seconds"] = time.monotonic() - start
+        out["openai_flood"] = await asyncio.gather(*(c.post("/v1/embeddings", json={"input": [long] * 4, "model": "x"})
+                                                     for _ in range(32)))
+        out["openai_flood"] = [answer(r) for r in out["openai_flood"]]
         out["after_flood"] = answer(await c.post("/embed", json={"inputs": "still serving"}))
     return out
 

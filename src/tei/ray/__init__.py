@@ -1,6 +1,7 @@
-"""Ray integration: Ray Serve replicas of the whole TEI server (serve.py) and the loopback-safe
-way to join a cluster (cluster.py). Needs `pip install 'tei[ray]'`; nothing here imports Ray
-until it is used, so `tei.cli` can read the --ray-* flags without it.
+"""Ray integration: Ray Serve replicas of the whole TEI server behind a thin ingress that keeps
+TEI's 429 (serve.py, forward.py), and the loopback-safe way to join a cluster (cluster.py). Needs
+`pip install 'tei[ray]'`; nothing here imports Ray until it is used, so `tei.cli` can read the
+--ray-* flags without it.
 
 For `serve run` and KubeRay's serveConfigV2 (`import_path`):
 

@@ -2,13 +2,11 @@
 from __future__ import annotations
 
 from fastapi import FastAPI, Request
-from fastapi.middleware.cors import CORSMiddleware
 
 from .. import __version__
 from ..engine.engine import Engine
 from ..engine.engines import Engines
-from . import errors, metrics, models, routes_late, routes_openai, routes_rerank, routes_tei
-from .auth import ApiKeyAuth
+from . import edge, errors, metrics, models, routes_late, routes_openai, routes_rerank, routes_tei
 from .limits import PayloadLimit
 from .schemas import EmbedAllRequest, EmbedRequest, SimilarityRequest, read_json, validate
 from .schemas_rerank import PredictRequest, RerankRequest
@@ -78,15 +76,10 @@ def under_root_path(app: FastAPI, prefix: str):
 
 
 def install_middleware(app: FastAPI, settings, names: list[str]) -> None:
-    """Outermost first: CORS, auth, model prefix, payload limit, request span. (Starlette runs the last
-    added first.) Auth sees the prefixed path: an unknown model's 404 needs the key too."""
+    """Outermost first: the edge layers (CORS, auth, model prefix: server/edge.py), payload limit,
+    request span. (Starlette runs the last added first.)"""
     if settings.otlp_endpoint or (settings.json_output and not settings.disable_spans):
         app.add_middleware(RequestSpans)
     app.add_middleware(PayloadLimit, limit=settings.payload_limit)
-    app.add_middleware(models.ModelPrefix, names=names)
-    if settings.api_key:
-        app.add_middleware(ApiKeyAuth, api_key=settings.api_key)
-    origins = list(settings.cors_allow_origin or ["*"])
-    # TEI: any origin unless told, GET and POST, and only the content-type header.
-    app.add_middleware(CORSMiddleware, allow_origins=["*"] if "*" in origins else origins,
-                       allow_methods=["GET", "POST"], allow_headers=["content-type"])
+    for cls, options in reversed(edge.layers(settings, names)):
+        app.add_middleware(cls, **options)

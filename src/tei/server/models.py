@@ -2,7 +2,8 @@
 
 In order: a `/models/{served-name}/...` prefix (every route is served under one per model, so a
 client that takes only a base URL, like Dify's TEI provider, can be pointed at one model); then the
-body's `model` field (OpenAI, Cohere and Jina bodies); then the first model fit for the route's task.
+body's `model` field (OpenAI, Cohere and Jina bodies); then the first model fit for the route's task. (The prefix itself is cut by
+server/edge.py's ModelPrefix, outside the routes.)
 """
 from __future__ import annotations
 
@@ -12,33 +13,10 @@ from fastapi import APIRouter, Depends, Request
 
 from ..engine.engine import Engine
 from ..engine.engines import ANY, Engines
-from ..engine.errors import UnknownModel
-from .errors import error_json
+from .edge import SCOPE_KEY
 from .responses import JSON
 
-PREFIX = "/models/"
-_SCOPE_KEY = "tei.model"  # the served name a prefix selected, set by ModelPrefix
 STARTED = int(time.time())
-
-
-class ModelPrefix:
-    """ASGI middleware: `/models/{name}/rest` is served as `/rest` for model `name`. Names may hold
-    `/` (hub ids do), so the longest served name that fits wins."""
-
-    def __init__(self, app, names: list[str]):
-        self.app = app
-        self.names = sorted(names, key=len, reverse=True)
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or not scope["path"].startswith(PREFIX):
-            return await self.app(scope, receive, send)
-        tail = scope["path"][len(PREFIX):]
-        for name in self.names:
-            if tail == name or tail.startswith(name + "/"):
-                scope = {**scope, "path": tail[len(name):] or "/", _SCOPE_KEY: name}
-                return await self.app(scope, receive, send)
-        message = UnknownModel(tail.split("/")[0], self.names).message
-        await error_json(scope["path"], 404, message, "NotFound")(scope, receive, send)
 
 
 def engines_of(request: Request) -> Engines:
@@ -47,7 +25,7 @@ def engines_of(request: Request) -> Engines:
 
 def prefixed(request: Request) -> str | None:
     """The served name the URL prefix selected, if any."""
-    return request.scope.get(_SCOPE_KEY)
+    return request.scope.get(SCOPE_KEY)
 
 
 def engine_of(request: Request, task: str = ANY, model: str | None = None) -> Engine:

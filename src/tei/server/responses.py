@@ -1,10 +1,13 @@
 """Fast JSON responses (orjson serializes numpy arrays directly) and TEI's x-compute-* headers."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import orjson
 from fastapi.responses import Response
 
-from ..engine.engine import Usage
+if TYPE_CHECKING:  # the engine loads torch; error bodies (server/edge.py, the Ray ingress) must not
+    from ..engine.engine import Usage
 
 _OPTS = orjson.OPT_SERIALIZE_NUMPY
 
