@@ -1,6 +1,7 @@
 """Through real servers: BGE-M3 (/embed_sparse, /embed_multi_vector, gRPC, POST / similarity bodies),
-a ColBERT model (MaxSim /rerank in both dialects) under --root-path with TEI's accepted flags, and
-the transformers fallback's start-up line."""
+a ColBERT model (MaxSim /rerank in both dialects) under --root-path with TEI's accepted flags,
+jina-colbert-v2's layout (Jina XLM-R encoder, [QueryMarker] / [DocumentMarker]) against its plain
+reference, and the transformers fallback's start-up line."""
 from __future__ import annotations
 
 import grpc
@@ -9,6 +10,10 @@ import numpy as np
 import pytest
 from server_process import ServerProcess, free_port
 from tiny_fallback import build_fallback_embedding
+from test_parity_jina_colbert import DOCS as JINA_DOCS
+from test_parity_jina_colbert import QUERIES as JINA_QUERIES
+from test_parity_jina_colbert import reference as jina_reference
+from tiny_colbert import build_jina_colbert_v2
 from tiny_late import build_bge_m3, build_stanford_colbert
 
 TEXTS = ["What is Deep Learning?", "Paris is the capital of France.", "the the cat"]
@@ -117,6 +122,26 @@ def test_colbert_rerank_by_maxsim_under_root_path(colbert):
     assert c.get("/tei/info").json()["rerank"]["scoring"] == "maxsim"
     log = colbert.output()
     assert "--onnx-filename model.onnx ignored" in log and "always off" in log
+
+
+def test_jina_colbert_v2_over_http(tmp_path):
+    hub, native = build_jina_colbert_v2(tmp_path / "jina-colbert-v2", JINA_QUERIES + JINA_DOCS, seed=64)
+    query, docs = JINA_QUERIES[0], JINA_DOCS
+    ref_q = jina_reference(hub, native, [query], True)[0]
+    ref_d = jina_reference(hub, native, docs, False)
+    expected = np.asarray([(ref_q @ d.T).max(1).sum() for d in ref_d])
+    with ServerProcess("--model-id", str(hub)) as server:
+        c = httpx.Client(base_url=server.url, timeout=120)
+        q = c.post("/embed_multi_vector", json={"inputs": query, "is_query": True})
+        d = c.post("/embed_multi_vector", json={"inputs": docs, "is_query": False})
+        assert q.status_code == 200 and d.status_code == 200, (q.text, d.text)
+        assert np.abs(np.asarray(q.json()[0]) - ref_q).max() <= 1e-4
+        for ours, ref in zip(d.json(), ref_d):
+            assert np.asarray(ours).shape == ref.shape and np.abs(np.asarray(ours) - ref).max() <= 1e-4
+        ranks = c.post("/rerank", json={"query": query, "texts": docs, "raw_scores": True}).json()
+        assert [r["index"] for r in ranks] == list(np.argsort(-expected))
+        assert np.allclose([r["score"] for r in ranks], np.sort(expected)[::-1], atol=1e-3)
+        assert c.get("/info").json()["rerank"]["scoring"] == "maxsim"
 
 
 def test_fallback_start_up_line(tmp_path):

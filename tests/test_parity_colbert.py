@@ -1,6 +1,6 @@
 """ColBERT models against sentence-transformers 6 MultiVectorEncoder (which loads the stanford-nlp
-HF_ColBERT layout and its own saves): query markers and expansion, document markers and skiplist,
-and /rerank by MaxSim."""
+HF_ColBERT layout and its own saves, on a WordPiece and a sentencepiece vocabulary): query markers
+and expansion, document markers and skiplist, and /rerank by MaxSim."""
 from __future__ import annotations
 
 import numpy as np
@@ -14,31 +14,31 @@ QUERIES = ["what is the capital of france?", "deep learning", "a"]
 DOCS = [*TEXTS[:5], "Paris is the capital, and largest city, of France."]
 
 
-def _reference(folder):
+def _reference(folder, docs=DOCS):
     from sentence_transformers import MultiVectorEncoder
 
     model = MultiVectorEncoder(str(folder), device="cpu")
     q = model.encode_query(QUERIES, batch_size=2)
-    d = model.encode_document(DOCS, batch_size=4)
+    d = model.encode_document(docs, batch_size=4)
     scores = model.similarity(q[:1], d)[0].numpy()
     return [t.numpy() for t in q], [t.numpy() for t in d], scores
 
 
-def _ours(folder):
+def _ours(folder, docs=DOCS):
     engine = engine_for(folder)
     try:
         q = run(engine.embed_multi_vector(QUERIES, is_query=True)).values
-        d = run(engine.embed_multi_vector(DOCS)).values
-        alone = run(engine.embed_multi_vector(DOCS[:1])).values
-        scores = run(engine.rerank(QUERIES[0], DOCS)).values
+        d = run(engine.embed_multi_vector(docs)).values
+        alone = run(engine.embed_multi_vector(docs[:1])).values
+        scores = run(engine.rerank(QUERIES[0], docs)).values
     finally:
         engine.close()
     return q, d, alone, scores
 
 
-def _check(folder):
-    ref_q, ref_d, ref_scores = _reference(folder)
-    q, d, alone, scores = _ours(folder)
+def _check(folder, docs=DOCS):
+    ref_q, ref_d, ref_scores = _reference(folder, docs)
+    q, d, alone, scores = _ours(folder, docs)
     for ours, ref in zip(q + d, ref_q + ref_d):
         assert ours.shape == ref.shape
         assert np.abs(ours - ref).max() <= TOL
@@ -55,3 +55,15 @@ def test_stanford_layout(models_dir, attend):
 @pytest.mark.parametrize("attend", [False, True])
 def test_sentence_transformers_multi_vector_encoder(models_dir, attend):
     _check(build_st_multi_vector(models_dir / f"colbert-st6-{attend}", seed=19, attend=attend))
+
+
+def test_multi_vector_encoder_on_a_sentencepiece_vocabulary(models_dir):
+    """XLM-R with a sentencepiece vocabulary: MultiVectorMask looks each skiplist word up as one
+    token (`▁,` is not `,`) and drops the words that are none (`|` here), rather than skipping
+    [UNK]; the query expansion token is `<mask>`."""
+    from tiny_colbert import build_xlmr_encoder
+
+    # `|` is left out of the vocabulary (write_xlmr_tokenizer's leave_out)
+    hf = build_xlmr_encoder(models_dir / "colbert-st6-xlmr-hf", QUERIES + DOCS, seed=23)
+    folder = build_st_multi_vector(models_dir / "colbert-st6-xlmr", seed=23, hf=hf)
+    _check(folder, [*DOCS, "odd (symbols) | here: a|b, c."])

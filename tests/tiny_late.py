@@ -65,15 +65,16 @@ def build_stanford_colbert(folder: Path, seed: int = 0, dim: int = 24, attend_to
 
 
 def build_st_multi_vector(folder: Path, seed: int = 0, dim: int = 24, attend: bool = False, length: int = 16,
-                          prompts: dict | None = None) -> Path:
+                          prompts: dict | None = None, hf: Path | None = None) -> Path:
     """A sentence-transformers 6 MultiVectorEncoder: Transformer with query expansion, a token-level
-    Dense, MultiVectorMask with the punctuation skiplist, Normalize."""
+    Dense, MultiVectorMask with the punctuation skiplist, Normalize. `hf`: the transformers encoder
+    folder to start from (a tiny BERT when None)."""
     from sentence_transformers import MultiVectorEncoder
     from sentence_transformers.base.modules import Normalize, Transformer
     from sentence_transformers.base.modules.dense import Dense
     from sentence_transformers.multi_vector_encoder.modules import MultiVectorMask
 
-    hf = build_hf_encoder(folder.parent / (folder.name + "-hf"), "bert", seed)
+    hf = hf or build_hf_encoder(folder.parent / (folder.name + "-hf"), "bert", seed)
     transformer = Transformer(str(hf), query_expansion={"strategy": "fixed", "attend": attend, "length": length},
                               document_length=40)
     torch.manual_seed(seed + 4)

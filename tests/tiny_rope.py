@@ -36,8 +36,8 @@ def native_config(family: str, **extra):
         # GTE's static NTK as transformers writes it (architectures.md §5): linear over base·f
         ntk = {"rope_type": "linear", "rope_theta": GTE_BASE * GTE_NTK, "factor": GTE_NTK ** (2 / HEAD_DIM)}
         return tf.GteConfig(**{"type_vocab_size": 1, "hidden_act": "gelu", "rope_parameters": ntk, **common})
-    return tf.JinaEmbeddingsV3Config(type_vocab_size=1, rope_parameters={"rope_type": "default", "rope_theta": 20000.0},
-                                     **common)
+    common.setdefault("rope_parameters", {"rope_type": "default", "rope_theta": 20000.0})
+    return tf.JinaEmbeddingsV3Config(type_vocab_size=1, **common)
 
 
 GAIN, QK_GAIN = 5.0, 3.0  # on every encoder matrix, and again on q and k

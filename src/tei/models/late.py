@@ -1,18 +1,18 @@
 """Per-token outputs beyond pooling: BGE-M3's sparse lexical weights and the multi-vector (ColBERT,
 late-interaction) vectors of BGE-M3 and ColBERT models, both computed from the same forward pass
-as the dense vector.
+as the dense vector. What a folder holds (which layout, which markers) is read by late_layouts.
 
 BGE-M3 (FlagEmbedding `BGEM3FlagModel`):
 - sparse: relu(sparse_linear(h_t)) for every token, the max per token id, without the ids of the
   cls/eos/pad/unk tokens and without weights <= 0;
 - ColBERT: colbert_linear(h_t) for every token but the first (CLS), each L2-normalised.
-ColBERT (stanford-nlp `HF_ColBERT`, PyLate, sentence-transformers `MultiVectorEncoder`): a bias-free
-projection of every token, L2-normalised; document tokens in the skiplist (punctuation) dropped.
+ColBERT (stanford-nlp `HF_ColBERT`, PyLate, sentence-transformers `MultiVectorEncoder`): one or more
+projections of every token (PyLate chains Dense layers, some with a residual), L2-normalised;
+document tokens in the skiplist (punctuation) dropped.
 """
 from __future__ import annotations
 
 import dataclasses
-import string
 from pathlib import Path
 
 import numpy as np
@@ -30,12 +30,22 @@ MULTI_VECTOR = "multi_vector"  # the Batcher job kind of /embed_multi_vector
 
 
 @dataclasses.dataclass(frozen=True)
-class MultiVectorSpec:
-    """How a folder's multi-vector head is read and how its inputs are marked (spec.read_spec)."""
+class HeadLayer:
+    """One projection of the multi-vector head: `act(x W^T + b)`, plus x (or x R^T when the sizes
+    differ) where PyLate's Dense has `use_residual`."""
 
-    style: str  # "bge-m3" | "colbert"
-    head_path: Path | None  # a torch state dict (.pt, read weights_only) or safetensors; None: the encoder's checkpoint
-    head_prefix: str = ""  # the projection's name in that file, before `weight` / `bias`
+    path: Path | None  # a torch state dict (.pt, read weights_only) or safetensors; None: the encoder's checkpoint
+    prefix: str = ""  # the projection's name in that file, before `weight` / `bias` (a residual is `residual.weight`)
+    activation: str | None = None  # layers.linear.ACTIVATIONS name; None: identity
+    residual: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class MultiVectorSpec:
+    """How a folder's multi-vector head is read and how its inputs are marked (late_layouts.detect)."""
+
+    source: str  # "bge-m3" | "stanford" | "pylate" | "sentence-transformers": whose conventions the folder follows
+    layers: tuple[HeadLayer, ...]
     skip_first: bool = False  # BGE-M3 drops the CLS vector
     query_marker: int | None = None  # token id inserted after the first token of a query
     document_marker: int | None = None
@@ -49,6 +59,11 @@ class MultiVectorSpec:
     # Text prompts of sentence-transformers multi-vector models, used when a request names none.
     query_prompt: str | None = None
     document_prompt: str | None = None
+
+    @property
+    def style(self) -> str:
+        """BGE-M3 keeps TEI's dense scoring; every ColBERT layout ranks by MaxSim."""
+        return "bge-m3" if self.source == "bge-m3" else "colbert"
 
 
 def read_torch_state(path: Path) -> dict[str, torch.Tensor]:
@@ -67,15 +82,21 @@ def read_torch_state(path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def _projection(state: dict[str, torch.Tensor], prefix: str, dtype, device, source: str) -> Linear:
-    weight, bias = state.get(prefix + "weight"), state.get(prefix + "bias")
-    if weight is None:
-        raise ValueError(f"{source} has no `{prefix}weight`")
-    extra = sorted(set(state) - {prefix + "weight", prefix + "bias"})  # nothing loaded is left unused
+def _take(state: dict[str, torch.Tensor], names: list[str], dtype, device, source: str) -> list:
+    """The named tensors (None where absent), after proving `state` holds nothing else: a tensor
+    loaded but unused would mean the layout was misread."""
+    extra = sorted(set(state) - set(names))
     if extra:
         raise ValueError(f"{source} has tensor `{extra[0]}` that the multi-vector head does not use")
-    to = dict(dtype=dtype, device=device)
-    return Linear(weight.to(**to), None if bias is None else bias.to(**to))
+    return [None if state.get(n) is None else state[n].to(dtype=dtype, device=device) for n in names]
+
+
+def _projection(state: dict[str, torch.Tensor], prefix: str, dtype, device, source: str,
+                activation: str | None = None) -> Linear:
+    weight, bias = _take(state, [prefix + "weight", prefix + "bias"], dtype, device, source)
+    if weight is None:
+        raise ValueError(f"{source} has no `{prefix}weight`")
+    return Linear(weight, bias, activation)
 
 
 class SparseHead(nn.Module):
@@ -107,24 +128,64 @@ class SparseHead(nn.Module):
         return [(key_id[bounds[i]:bounds[i + 1]], maxima[bounds[i]:bounds[i + 1]]) for i in range(count)]
 
 
-class MultiVectorHead(nn.Module):
-    """A projection of every token, each vector L2-normalised; some tokens dropped as the model says."""
+def _source(layer: HeadLayer) -> str:
+    if layer.path is None:
+        return "the checkpoint's multi-vector head"
+    return f"{layer.path.parent.name}/{layer.path.name}" if layer.path.name.startswith(("model.", "pytorch_model")) \
+        else layer.path.name
 
-    def __init__(self, spec: MultiVectorSpec, state: dict[str, torch.Tensor], dtype, device):
+
+class _Stage(nn.Module):
+    def __init__(self, layer: HeadLayer, state: dict[str, torch.Tensor], dtype, device, source: str):
+        super().__init__()
+        p = layer.prefix
+        weight, bias, residual = _take(state, [p + "weight", p + "bias", "residual.weight"], dtype, device, source)
+        if weight is None:
+            raise ValueError(f"{source} has no `{p}weight`")
+        self.linear = Linear(weight, bias, layer.activation)
+        self.residual = None  # identity residual when the sizes match (PyLate's Dense), a projection otherwise
+        if layer.residual and self.linear.in_features != self.linear.out_features:
+            if residual is None:
+                raise ValueError(f"{source}: a residual Dense from {self.linear.in_features} to "
+                                 f"{self.linear.out_features} needs `residual.weight`")
+            self.residual = Linear(residual, None)
+        elif residual is not None:
+            raise ValueError(f"{source} has `residual.weight` but its config does not use a residual")
+        self.add_input = layer.residual
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.linear(x)
+        if self.add_input:
+            y = y + (x if self.residual is None else self.residual(x))
+        return y
+
+
+class MultiVectorHead(nn.Module):
+    """The model's projections of every token, each vector L2-normalised; some tokens dropped as the model says.
+    `states`: one state dict per HeadLayer (its `<prefix>weight`, `<prefix>bias`, PyLate's `residual.weight`)."""
+
+    def __init__(self, spec: MultiVectorSpec, states: list[dict[str, torch.Tensor]], dtype, device):
         super().__init__()
         self.spec = spec
-        source = spec.head_path.name if spec.head_path else "the checkpoint's multi-vector head"
-        self.linear = _projection(state, spec.head_prefix, dtype, device, source)
+        self.stages = nn.ModuleList(
+            _Stage(layer, state, dtype, device, _source(layer)) for layer, state in zip(spec.layers, states))
+        for before, after in zip(self.stages, self.stages[1:]):
+            if before.linear.out_features != after.linear.in_features:
+                raise ValueError(f"Multi-vector projections do not chain: {before.linear.out_features} "
+                                 f"outputs into {after.linear.in_features} inputs")
 
     @property
     def dim(self) -> int:
-        return self.linear.out_features
+        return self.stages[-1].linear.out_features
 
     def forward(self, hidden: torch.Tensor, batch: PackedBatch, count: int) -> list[np.ndarray]:
         """One [tokens, dim] array per sequence (the first token left out where the model drops it);
         documents' skiplist tokens are dropped by the caller, which knows queries from documents."""
         tokens = int(batch.cu_seqlens[count])
-        vectors = F.normalize(self.linear(hidden[:tokens]).float(), dim=-1).cpu().numpy()
+        x = hidden[:tokens]
+        for stage in self.stages:
+            x = stage(x)
+        vectors = F.normalize(x.float(), dim=-1).cpu().numpy()
         first = 1 if self.spec.skip_first else 0
         ends = batch.cu_seqlens[: count + 1].tolist()
         return [vectors[ends[i] + first:ends[i + 1]] for i in range(count)]
@@ -198,175 +259,3 @@ class ExpansionPlan(AttentionPlan):
             out[rows].view(count, length, heads, dim).copy_(ctx)
             seq += count
         return out.view(total, heads * dim)
-
-
-# ---- what a folder holds ------------------------------------------------------------------------------
-
-
-def _json(path: Path) -> dict:
-    import json
-
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-
-
-def _tokenizer(folder: Path):
-    from tokenizers import Tokenizer
-
-    path = folder / "tokenizer.json"
-    return Tokenizer.from_file(str(path)) if path.is_file() else None
-
-
-def _token_id(tok, token, what: str) -> int:
-    if isinstance(token, int):
-        return token
-    token_id = tok.token_to_id(token) if tok is not None else None
-    if token_id is None:
-        raise ValueError(f"The {what} `{token}` is not in the tokenizer's vocabulary")
-    return token_id
-
-
-def _special(folder: Path, name: str):
-    """A special token's text from special_tokens_map.json or tokenizer_config.json (as transformers reads it)."""
-    for file in ("special_tokens_map.json", "tokenizer_config.json"):
-        value = _json(folder / file).get(name)
-        if isinstance(value, dict):
-            value = value.get("content")
-        if isinstance(value, str):
-            return value
-    return None
-
-
-# What transformers' tokenizer classes name these tokens when the files do not (XLM-R's, then BERT's).
-_DEFAULT_SPECIALS = {"cls_token": ("<s>", "[CLS]"), "eos_token": ("</s>",), "pad_token": ("<pad>", "[PAD]"),
-                     "unk_token": ("<unk>", "[UNK]")}
-
-
-def sparse_special_ids(folder: Path) -> tuple[int, ...]:
-    """FlagEmbedding drops the weights of the cls, eos, pad and unk tokens the tokenizer names."""
-    tok = _tokenizer(folder)
-    if tok is None:
-        return ()
-    ids = set()
-    for name, defaults in _DEFAULT_SPECIALS.items():
-        named = _special(folder, name)
-        candidates = (named,) if named is not None else defaults
-        ids.update(i for i in (tok.token_to_id(t) for t in candidates) if i is not None)
-    return tuple(sorted(ids))
-
-
-def detect(folder: Path, config: dict) -> MultiVectorSpec | None:
-    """BGE-M3 (`colbert_linear.pt` at the root), stanford-nlp ColBERT (`HF_ColBERT` with
-    `artifact.metadata`), or PyLate / sentence-transformers multi-vector folders."""
-    if (folder / "colbert_linear.pt").is_file():
-        return MultiVectorSpec("bge-m3", folder / "colbert_linear.pt", skip_first=True, score="mean")
-    if "HF_ColBERT" in (config.get("architectures") or []):
-        return _stanford(folder)
-    st = _json(folder / "config_sentence_transformers.json")
-    modules = _json(folder / "modules.json") if (folder / "modules.json").is_file() else []
-    if not isinstance(modules, list):
-        return None
-    if any(m.get("type", "").endswith("MultiVectorMask") for m in modules):
-        return _sentence_transformers(folder, st, modules)
-    if st.get("model_type") == "ColBERT" or "query_prefix" in st:
-        return _pylate(folder, st, modules)
-    return None
-
-
-def _marker(tok, prefix: str | None):
-    """A prefix that is one vocabulary token is inserted as that id (as PyLate and ColBERT do);
-    any other prefix stays text, prepended like a prompt."""
-    if not prefix:
-        return None, None
-    for candidate in (prefix, prefix.split(None, 1)[0] if prefix.split() else prefix):
-        token_id = tok.token_to_id(candidate) if tok is not None else None
-        if token_id is not None:
-            return token_id, None
-    return None, prefix
-
-
-def _head_file(path: Path) -> Path:
-    return path / "model.safetensors" if (path / "model.safetensors").is_file() else path / "pytorch_model.bin"
-
-
-def _word_ids(tok, words) -> tuple[int, ...]:
-    ids = {tok.encode(w, add_special_tokens=False).ids[0] for w in words or () if tok.encode(w, add_special_tokens=False).ids}
-    return tuple(sorted(ids))
-
-
-def _sentence_transformers(folder: Path, st: dict, modules: list) -> MultiVectorSpec:
-    """A sentence-transformers 6 `MultiVectorEncoder`: Transformer (query expansion, document
-    length), a token-level Dense, MultiVectorMask (skiplist), Normalize."""
-    tok = _tokenizer(folder)
-    kinds = [m.get("type", "").rsplit(".", 1)[-1] for m in modules]
-    if kinds != ["Transformer", "Dense", "MultiVectorMask", "Normalize"]:
-        raise ValueError(f"A MultiVectorEncoder with modules {kinds} is not supported "
-                         "(Transformer, Dense, MultiVectorMask, Normalize is)")
-    transformer = _json(folder / modules[0].get("path", "") / "sentence_bert_config.json")
-    mask = _json(folder / modules[2]["path"] / "config.json")
-    if mask.get("keep_only_token_ids") or set(mask.get("skiplist_tasks") or ["document"]) != {"document"}:
-        raise ValueError("MultiVectorMask with keep_only_token_ids or a query skiplist is not supported")
-    expansion = transformer.get("query_expansion")
-    if expansion is not None and expansion.get("strategy") not in ("fixed", "min"):
-        raise ValueError(f"Query expansion strategy `{expansion.get('strategy')}` is not supported (fixed, min)")
-    prompts = st.get("prompts") or {}
-    expansion_token = (expansion or {}).get("token") or _special(folder, "mask_token") or _special(folder, "eos_token")
-    return MultiVectorSpec(
-        "colbert",
-        head_path=_head_file(folder / modules[1]["path"]),
-        head_prefix="linear.",
-        query_length=int(expansion["length"]) if expansion else transformer.get("query_length"),
-        query_fixed=expansion is None or expansion.get("strategy") == "fixed",
-        document_length=transformer.get("document_length"),
-        expansion_id=_token_id(tok, expansion_token, "expansion token") if expansion else None,
-        attend_expansion=bool((expansion or {}).get("attend", False)),
-        skiplist=_word_ids(tok, mask.get("skiplist_words")),
-        score="mean" if st.get("similarity_fn_name") == "meanmaxsim" else "sum",
-        query_prompt=prompts.get("query") or None,
-        document_prompt=prompts.get("document") or None,
-    )
-
-
-def _stanford(folder: Path) -> MultiVectorSpec:
-    meta = _json(folder / "artifact.metadata")
-    tok = _tokenizer(folder)
-    if meta.get("similarity", "cosine") != "cosine":
-        raise ValueError(f"ColBERT similarity `{meta['similarity']}` is not supported (cosine is)")
-    return MultiVectorSpec(
-        "colbert",
-        head_path=None,  # `linear.weight` lives in the encoder's own checkpoint
-        head_prefix="linear.",
-        query_marker=_token_id(tok, meta.get("query_token_id", "[unused0]"), "query marker"),
-        document_marker=_token_id(tok, meta.get("doc_token_id", "[unused1]"), "document marker"),
-        query_length=int(meta.get("query_maxlen", 32)),
-        document_length=int(meta.get("doc_maxlen", 180)),
-        expansion_id=_token_id(tok, _special(folder, "mask_token") or "[MASK]", "mask token"),
-        attend_expansion=bool(meta.get("attend_to_mask_tokens", False)),
-        skiplist=_word_ids(tok, string.punctuation) if meta.get("mask_punctuation", True) else (),
-    )
-
-
-def _pylate(folder: Path, st: dict, modules: list) -> MultiVectorSpec:
-    """PyLate (≤ 3) ColBERT folders such as answerai-colbert-small: Transformer + a token-level Dense,
-    the multi-vector settings at the top of config_sentence_transformers.json."""
-    tok = _tokenizer(folder)
-    dense = [m for m in modules if m.get("type", "").endswith("Dense")]
-    if len(dense) != 1:
-        raise ValueError(f"A ColBERT model with {len(dense)} Dense modules is not supported (one is)")
-    query_marker, query_prompt = _marker(tok, st.get("query_prefix"))
-    document_marker, document_prompt = _marker(tok, st.get("document_prefix"))
-    expansion = st.get("do_query_expansion", True)
-    return MultiVectorSpec(
-        "colbert",
-        head_path=_head_file(folder / dense[0]["path"]),
-        head_prefix="linear.",
-        query_marker=query_marker,
-        document_marker=document_marker,
-        query_length=int(st.get("query_length") or 32),
-        document_length=int(st.get("document_length") or 0) or None,
-        expansion_id=_token_id(tok, _special(folder, "mask_token") or "[MASK]", "mask token") if expansion else None,
-        attend_expansion=bool(st.get("attend_to_expansion_tokens", False)),
-        skiplist=_word_ids(tok, st.get("skiplist_words")),
-        score="mean" if st.get("similarity_fn_name") == "meanmaxsim" else "sum",
-        query_prompt=query_prompt,
-        document_prompt=document_prompt,
-    )

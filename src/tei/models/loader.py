@@ -97,12 +97,18 @@ class Model:
             self.output_size = self.mlm.vocab_size
 
     def _multi_vector_head(self, mv: late.MultiVectorSpec, weights: Weights) -> late.MultiVectorHead:
-        if mv.head_path is not None:
-            state = late.read_torch_state(mv.head_path)
-        else:
-            state = {mv.head_prefix + n: weights.raw(mv.head_prefix + n) for n in ("weight", "bias")
-                     if weights.has(mv.head_prefix + n)}
-        return late.MultiVectorHead(mv, state, self.placement.head_dtype, self.placement.device)
+        states = []
+        for layer in mv.layers:
+            if layer.path is not None:
+                states.append(late.read_torch_state(layer.path))
+            else:  # stanford-nlp: the projection lives in the encoder's own checkpoint
+                states.append({layer.prefix + n: weights.raw(layer.prefix + n) for n in ("weight", "bias")
+                               if weights.has(layer.prefix + n)})
+        head = late.MultiVectorHead(mv, states, self.placement.head_dtype, self.placement.device)
+        if head.stages[0].linear.in_features != self.hidden_size:
+            raise ValueError(f"The multi-vector head takes {head.stages[0].linear.in_features} inputs, but the "
+                             f"encoder's hidden size is {self.hidden_size}")
+        return head
 
     @torch.inference_mode()
     def forward(self, batch: PackedBatch, want_hidden: bool = False, kinds=()) -> ModelOutput:

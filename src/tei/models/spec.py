@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from . import late
+from . import late, late_layouts
 from .registry import Family, detect
 
 log = logging.getLogger(__name__)
@@ -366,8 +366,19 @@ def read_spec(folder: Path, pooling_override: str | None = None, default_prompt_
             log.warning("No pooling config found: defaulting to %s pooling", family.default_pooling)
             pooling = family.default_pooling
 
+    sparse_head = folder / "sparse_linear.pt" if kind == "embedding" and (folder / "sparse_linear.pt").is_file() else None
+    try:
+        multi_vector = late_layouts.detect(folder, config) if kind == "embedding" else None
+        sparse_ids = late_layouts.sparse_special_ids(folder) if sparse_head else ()
+    except ValueError as exc:
+        raise ModelSpecError(str(exc)) from None
+
     position_offset = family.position_offset(config)
-    max_input_length = _st_max_seq_length(folder)
+    # PyLate sets its Transformer's max_seq_length before each tokenization (query_length - 1, then
+    # document_length - 1) and saves whichever came last: not a limit of the model. Its lengths are
+    # the multi-vector spec's; the encoder's positions bound everything else.
+    pylate = multi_vector is not None and multi_vector.source == "pylate"
+    max_input_length = None if pylate else _st_max_seq_length(folder)
     if max_input_length is None:
         positions = config.get("max_position_embeddings", config.get("max_trained_positions"))
         if positions is None and isinstance(config.get("text_config"), dict):  # a composite model's text model
@@ -386,12 +397,6 @@ def read_spec(folder: Path, pooling_override: str | None = None, default_prompt_
     # The task instructions stand in for missing sentence-transformers prompts: a task's adapter
     # and its prefix go together.
     prompts = {**{str(k): str(v) for k, v in (config.get("task_instructions") or {}).items()}, **prompts}
-    sparse_head = folder / "sparse_linear.pt" if kind == "embedding" and (folder / "sparse_linear.pt").is_file() else None
-    try:
-        multi_vector = late.detect(folder, config) if kind == "embedding" else None
-        sparse_ids = late.sparse_special_ids(folder) if sparse_head else ()
-    except ValueError as exc:
-        raise ModelSpecError(str(exc)) from None
     if sparse_head is not None and pooling == "splade":
         raise ModelSpecError("A folder with sparse_linear.pt cannot also use SPLADE pooling")
     return ModelSpec(

@@ -56,7 +56,10 @@ def encoder(w: Weights, cfg: dict) -> Encoder:
     hidden, heads = int(cfg["hidden_size"]), int(cfg["num_attention_heads"])
     rotary = None
     if rotary_positions(cfg):
-        rotary = Rotary(hidden // heads, rope_parameters(cfg, theta_key="rotary_emb_base", default_theta=20000.0),
+        # A base the config does not name is its class's default: transformers' JinaEmbeddingsV3Config
+        # says 20000, Jina's remote XLMRobertaFlashConfig 10000 (jina-embeddings-v3 writes 20000 out).
+        default = 20000.0 if cfg.get("model_type") == "jina_embeddings_v3" else 10000.0
+        rotary = Rotary(hidden // heads, rope_parameters(cfg, theta_key="rotary_emb_base", default_theta=default),
                         max_positions=int(cfg.get("max_position_embeddings", 8194)))
     return rope_bert.build(
         w, cfg, rope_bert.layout(w, HUB), heads=heads, layers=int(cfg["num_hidden_layers"]), hidden=hidden,
