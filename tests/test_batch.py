@@ -161,6 +161,57 @@ def test_resume_after_a_killed_run(tmp_path, minilm_path, texts, reference):
     assert cosine(values, reference).min() > 0.9999
 
 
+@pytest.mark.slow
+def test_resume_a_killed_ray_run(tmp_path, minilm_path, texts):
+    """--resume with --ray: the chunks a killed Ray run finished are not computed again, and the
+    output is the one a clean local run writes."""
+    pytest.importorskip("ray", reason="the ray extra is not installed", exc_type=ImportError)
+    import pyarrow.parquet as pq
+
+    import netns
+
+    texts = list(texts)
+    texts[150] = ""  # a bad row, in a chunk the resumed run computes or skips alike
+    path = write(tmp_path / "in.parquet", texts, [f"d{i}" for i in range(len(texts))])
+    common = ["--model-id", minilm_path, "--dtype", "float32", "--device", "cpu", "--input", str(path),
+              "--id-column", "id", "--chunk-rows", "100"]
+    assert batch(*common, "--output", str(tmp_path / "local.parquet")) == 0
+    out = tmp_path / "ray.parquet"
+    parts = tmp_path / "ray.parquet.parts"
+    cmd = [*BATCH, *common, "--output", str(out), "--ray"]
+    with open(tmp_path / "killed.log", "w") as log:
+        # Its own session: the kill takes the driver and the local Ray it started, all at once.
+        proc = subprocess.Popen(netns.isolated(cmd), stdout=log, stderr=log, env=netns.env(), start_new_session=True)
+        deadline = time.monotonic() + 600
+        while len(_shards(parts)) < 3 and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait(timeout=60)
+    before = _shards(parts)
+    assert 3 <= len(before) < 20 and not out.exists(), (tmp_path / "killed.log").read_text()[-3000:]
+    done = subprocess.run(netns.isolated([*cmd, "--resume"]), capture_output=True, text=True, timeout=900,
+                          env=netns.env(LOG_LEVEL="INFO"))
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert "Ray nodes: ['127.0.0.1']" in done.stderr
+    summary = next(line for line in done.stderr.splitlines() if " texts -> " in line)
+    skipped = 100 * len(before)
+    # What was done before the kill counts, and only the rest went through the actors again.
+    assert f"{ROWS} texts -> " in summary and f"{skipped} done before, {ROWS - skipped} texts in " in summary, summary
+    local, on_ray = pq.read_table(tmp_path / "local.parquet"), pq.read_table(out)
+    assert on_ray.schema == local.schema
+    assert on_ray.column("id").to_pylist() == local.column("id").to_pylist() == [f"d{i}" for i in range(ROWS)]
+    assert on_ray.column("error").to_pylist() == local.column("error").to_pylist()
+    _, ray_values, ray_errors = read_embeddings(out)
+    _, local_values, _ = read_embeddings(tmp_path / "local.parquet")
+    assert ray_errors[150] and sum(map(bool, ray_errors)) == 1
+    good = [i for i in range(ROWS) if i != 150]
+    assert cosine(ray_values[good], local_values[good]).min() > 0.99999
+    np.testing.assert_allclose(ray_values[good], local_values[good], atol=1e-5)
+
+
 def test_resume_refuses_a_changed_job(tmp_path, minilm_path, texts):
     path = write(tmp_path / "in.jsonl", texts[:30])
     out = tmp_path / "out.parquet"

@@ -2,8 +2,10 @@
 
 The input is read by one streaming read task that yields our own chunks (inputs.py), so every
 format and every per-row error is exactly as local; chunks already done are skipped there for
---resume. `map_batches` runs Worker over an ActorPoolStrategy pool, one Engine per actor, and the
-driver writes each finished chunk's shard as results stream back in input order."""
+--resume. `map_batches` runs Worker over an ActorPoolStrategy pool, one Engine per actor, on
+batches of at most --chunk-rows rows (Ray Data re-blocks what the read yields, so a batch may
+straddle two chunks), and the driver cuts the results back into chunks by row number and writes
+each finished chunk's shard as results stream back in input order."""
 from __future__ import annotations
 
 from .inputs import ROW
@@ -73,7 +75,11 @@ def _run(plan: Plan, actors: int, cpus_per_actor: float, gpus_per_actor: float) 
     ds = ds.map_batches(
         RayWorker,
         fn_constructor_args=(settings, plan.options),
-        batch_size=None,  # one block is one chunk: keep it whole
+        # Never more than a chunk at once, which is what the engine's limits are sized for
+        # (job.engine_settings). The chunks the read yields do not reach the actor one by one:
+        # with batch_size=None Ray Data 2.60 handed a whole 2,000-row file (20 chunks) to one
+        # call, and the rows past the item limit came back "Model is overloaded".
+        batch_size=plan.chunk_rows,
         batch_format="pyarrow",
         zero_copy_batch=True,
         compute=ActorPoolStrategy(size=actors),
