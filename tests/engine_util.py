@@ -23,6 +23,20 @@ def run(coro):
     return asyncio.run(coro)
 
 
+def late_outputs(folder: Path | str, queries: list[str], docs: list[str], alone: int = 2):
+    """A multi-vector model's query vectors, document vectors (batched, and the last `alone`
+    documents one by one) and MaxSim rerank scores of the first query over the documents."""
+    engine = engine_for(folder)
+    try:
+        q = run(engine.embed_multi_vector(queries, is_query=True)).values
+        d = run(engine.embed_multi_vector(docs)).values
+        single = [run(engine.embed_multi_vector([t])).values[0] for t in docs[-alone:]]
+        scores = run(engine.rerank(queries[0], docs)).values
+    finally:
+        engine.close()
+    return q, d, single, scores
+
+
 def cosine(a, b):
     import numpy as np
 

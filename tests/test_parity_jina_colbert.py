@@ -17,7 +17,7 @@ import string
 import numpy as np
 import pytest
 import torch
-from engine_util import engine_for, run
+from engine_util import engine_for, late_outputs, run
 from texts import TEXTS
 from tiny_colbert import build_jina_colbert_v2
 
@@ -90,14 +90,7 @@ def test_registry_and_markers(jina):
 def test_queries_documents_and_maxsim(jina):
     hub, native = jina
     ref_q, ref_d = reference(hub, native, QUERIES, True), reference(hub, native, DOCS, False)
-    engine = engine_for(hub)
-    try:
-        q = run(engine.embed_multi_vector(QUERIES, is_query=True)).values
-        d = run(engine.embed_multi_vector(DOCS)).values
-        alone = [run(engine.embed_multi_vector([t])).values[0] for t in DOCS[-2:]]
-        scores = run(engine.rerank(QUERIES[0], DOCS)).values
-    finally:
-        engine.close()
+    q, d, alone, scores = late_outputs(hub, QUERIES, DOCS)
     _close(q, ref_q)
     assert all(len(v) == 16 for v in q[:3])  # padded with <mask> to query_maxlen
     _close(d, ref_d)

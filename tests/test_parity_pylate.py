@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from engine_util import engine_for, run
+from engine_util import late_outputs
 from texts import TEXTS
 from tiny_colbert import build_pylate_by_hand, build_xlmr_encoder
 from tiny_models import build_hf_encoder
@@ -32,18 +32,6 @@ TOL = 1e-4
 QUERIES = ["what is the capital of France?", "deep learning", "a", " ".join(["retrieval"] * 30)]
 DOCS = [*TEXTS[:6], "Paris is the capital, and largest city, of France.", "odd (symbols) | here: a|b ~ c"]
 PYLATE_PYTHON = os.environ.get("PYLATE_PYTHON", "/tmp/pylate-venv/bin/python")
-
-
-def _ours(folder):
-    engine = engine_for(folder)
-    try:
-        q = run(engine.embed_multi_vector(QUERIES, is_query=True)).values
-        d = run(engine.embed_multi_vector(DOCS)).values
-        alone = [run(engine.embed_multi_vector([t])).values[0] for t in DOCS[-2:]]
-        scores = run(engine.rerank(QUERIES[0], DOCS)).values
-    finally:
-        engine.close()
-    return q, d, alone, scores
 
 
 def _close(ours, ref):
@@ -56,7 +44,7 @@ def _close(ours, ref):
 
 
 def _check(folder, ref_q, ref_d):
-    q, d, alone, scores = _ours(folder)
+    q, d, alone, scores = late_outputs(folder, QUERIES, DOCS)
     _close(q, ref_q)
     _close(d, ref_d)
     _close(alone, ref_d[-2:])
